@@ -1,0 +1,187 @@
+"""Settings from the environment, read and validated once.
+
+Every variable is documented in docs/configuration.md. azd writes unset values as empty strings,
+so an empty value counts as unset.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+UpstreamAuth = Literal["entra", "none"]
+SinkKind = Literal["eventhub", "jsonl", "log"]
+_T = TypeVar("_T", bound=str)
+
+# Dated api-versions whose chat completions accept stream_options.include_usage (the v1 API always
+# does). Checked against the API reference (learn.microsoft.com/azure/ai-foundry/openai/reference and
+# reference-preview): the parameter appears from 2024-09-01-preview on; the GA 2024-10-21 spec lists it.
+DEFAULT_INJECT_API_VERSIONS: tuple[str, ...] = (
+    "2024-09-01-preview",
+    "2024-10-01-preview",
+    "2024-10-21",
+    "2024-12-01-preview",
+    "2025-01-01-preview",
+    "2025-02-01-preview",
+    "2025-03-01-preview",
+    "2025-04-01-preview",
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    openai_endpoint: str
+    upstream_auth: UpstreamAuth = "entra"
+    managed_identity_client_id: str | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
+    connect_timeout: float = 10.0
+    response_timeout: float = 220.0
+    stream_idle_timeout: float = 120.0
+    sink: SinkKind = "jsonl"
+    usage_log_path: str = "usage.jsonl"
+    inject_api_versions: frozenset[str] = frozenset(DEFAULT_INJECT_API_VERSIONS)
+    capture_content: bool = False
+    capture_max_bytes: int = 2048
+    eventhub_namespace: str | None = None
+    eventhub_name: str | None = None
+    deadletter_blob_service_uri: str | None = None
+    deadletter_container: str = "usage-deadletter"
+    instance_id: str = "local"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        endpoint = env.required("AZURE_OPENAI_ENDPOINT").rstrip("/")
+        _check_url("AZURE_OPENAI_ENDPOINT", endpoint)
+        auth = env.choice("PROXY_UPSTREAM_AUTH", ("entra", "none"), "entra")
+        if auth == "none" and not _is_loopback(endpoint):
+            raise ConfigError(
+                "PROXY_UPSTREAM_AUTH=none is only allowed when AZURE_OPENAI_ENDPOINT is a loopback "
+                f"address (a local simulator); got {endpoint!r}"
+            )
+        namespace = env.optional("EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
+        hub = env.optional("EVENTHUB_NAME")
+        if namespace is not None:
+            if "://" in namespace or "/" in namespace or ":" in namespace:
+                raise ConfigError(
+                    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name such as "
+                    f"'my-ns.servicebus.windows.net' (no scheme, path or port); got {namespace!r}"
+                )
+            if hub is None:
+                raise ConfigError("EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set")
+        sink = env.choice(
+            "USAGE_SINK", ("eventhub", "jsonl", "log"), "eventhub" if namespace else "jsonl"
+        )
+        if sink == "eventhub" and namespace is None:
+            raise ConfigError("USAGE_SINK=eventhub needs EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
+        deadletter_uri = env.optional("DEADLETTER_BLOB_SERVICE_URI") or env.optional(
+            "AzureWebJobsStorage__blobServiceUri"
+        )
+        if deadletter_uri is not None:
+            _check_url("DEADLETTER_BLOB_SERVICE_URI", deadletter_uri)
+        extra_versions = env.optional("USAGE_INJECT_API_VERSIONS")
+        return cls(
+            openai_endpoint=endpoint,
+            upstream_auth=auth,
+            managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
+            max_request_bytes=env.integer("PROXY_MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1),
+            connect_timeout=env.seconds("PROXY_CONNECT_TIMEOUT_SECONDS", 10.0),
+            response_timeout=env.seconds("PROXY_RESPONSE_TIMEOUT_SECONDS", 220.0),
+            stream_idle_timeout=env.seconds("PROXY_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            sink=sink,
+            usage_log_path=env.optional("USAGE_LOG_PATH") or "usage.jsonl",
+            inject_api_versions=(
+                frozenset(v.strip() for v in extra_versions.split(",") if v.strip())
+                if extra_versions is not None
+                else frozenset(DEFAULT_INJECT_API_VERSIONS)
+            ),
+            capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),
+            capture_max_bytes=env.integer("USAGE_CAPTURE_MAX_BYTES", 2048, minimum=0),
+            eventhub_namespace=namespace,
+            eventhub_name=hub,
+            deadletter_blob_service_uri=deadletter_uri,
+            deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
+            instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def required(self, name: str) -> str:
+        value = self.optional(name)
+        if value is None:
+            raise ConfigError(f"{name} is required (see docs/configuration.md)")
+        return value
+
+    def choice(self, name: str, allowed: tuple[_T, ...], default: _T) -> _T:
+        value = self.optional(name)
+        if value is None:
+            return default
+        for option in allowed:
+            if value.lower() == option:
+                return option
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+    def integer(self, name: str, default: int, *, minimum: int) -> int:
+        value = self.optional(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer; got {value!r}") from None
+        if number < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}; got {number}")
+        return number
+
+    def seconds(self, name: str, default: float) -> float:
+        value = self.optional(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds; got {value!r}") from None
+        if not number > 0:
+            raise ConfigError(f"{name} must be greater than 0; got {value!r}")
+        return number
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.optional(name)
+        if value is None:
+            return default
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false; got {value!r}")
+
+
+def _check_url(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http(s) URL; got {url!r}")
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

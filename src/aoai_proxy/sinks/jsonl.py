@@ -1,0 +1,57 @@
+"""Local JSON Lines file sink: the offline default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import UsageRecord
+
+log = logging.getLogger(__name__)
+
+
+class JsonlFileSink:
+    """Appends one JSON line per record, from a background task so the event loop never waits on disk."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._path = Path(path)
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._written = 0
+        self._failed = 0
+
+    def submit(self, record: UsageRecord) -> None:
+        try:
+            self._queue.put_nowait(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            if self._writer is None or self._writer.done():
+                self._writer = asyncio.get_running_loop().create_task(self._drain())
+        except Exception:  # a sink must never fail a request
+            self._failed += 1
+            log.exception("usage record could not be queued for %s", self._path)
+
+    async def _drain(self) -> None:
+        while not self._queue.empty():
+            lines = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            try:
+                await asyncio.to_thread(self._append, lines)
+                self._written += len(lines)
+            except OSError:
+                self._failed += len(lines)
+                log.exception("could not write %d usage records to %s", len(lines), self._path)
+
+    def _append(self, lines: list[str]) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("a", encoding="utf-8") as file:
+            file.write("".join(line + "\n" for line in lines))
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            await self._writer
+        await self._drain()
+
+    def health(self) -> Mapping[str, Any]:
+        return {"sink": "jsonl", "path": str(self._path), "written": self._written, "failed": self._failed}
