@@ -1,0 +1,1 @@
+"""Shared fixtures: loopback servers, the simulator, the proxy under uvicorn."""
