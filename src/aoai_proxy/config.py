@@ -17,6 +17,9 @@ UpstreamAuth = Literal["entra", "none"]
 SinkKind = Literal["eventhub", "jsonl", "log"]
 _T = TypeVar("_T", bound=str)
 
+_AUTH_CHOICES: tuple[UpstreamAuth, ...] = ("entra", "none")
+_SINK_CHOICES: tuple[SinkKind, ...] = ("eventhub", "jsonl", "log")
+
 # Dated api-versions whose chat completions accept stream_options.include_usage (the v1 API always
 # does). Checked against the API reference (learn.microsoft.com/azure/ai-foundry/openai/reference and
 # reference-preview): the parameter appears from 2024-09-01-preview on; the GA 2024-10-21 spec lists it.
@@ -44,7 +47,7 @@ class Settings:
     max_request_bytes: int = 16 * 1024 * 1024
     connect_timeout: float = 10.0
     response_timeout: float = 220.0
-    stream_idle_timeout: float = 120.0
+    stream_idle_timeout: float = 240.0
     sink: SinkKind = "jsonl"
     usage_log_path: str = "usage.jsonl"
     inject_api_versions: frozenset[str] = frozenset(DEFAULT_INJECT_API_VERSIONS)
@@ -55,13 +58,16 @@ class Settings:
     deadletter_blob_service_uri: str | None = None
     deadletter_container: str = "usage-deadletter"
     instance_id: str = "local"
+    delivery_queue_max_records: int = 10_000
+    delivery_max_seconds: float = 10.0
+    delivery_log_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         endpoint = env.required("AZURE_OPENAI_ENDPOINT").rstrip("/")
         _check_url("AZURE_OPENAI_ENDPOINT", endpoint)
-        auth = env.choice("PROXY_UPSTREAM_AUTH", ("entra", "none"), "entra")
+        auth = env.choice("PROXY_UPSTREAM_AUTH", _AUTH_CHOICES, "entra")
         if auth == "none" and not _is_loopback(endpoint):
             raise ConfigError(
                 "PROXY_UPSTREAM_AUTH=none is only allowed when AZURE_OPENAI_ENDPOINT is a loopback "
@@ -76,10 +82,11 @@ class Settings:
                     f"'my-ns.servicebus.windows.net' (no scheme, path or port); got {namespace!r}"
                 )
             if hub is None:
-                raise ConfigError("EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set")
-        sink = env.choice(
-            "USAGE_SINK", ("eventhub", "jsonl", "log"), "eventhub" if namespace else "jsonl"
-        )
+                raise ConfigError(
+                    "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
+                )
+        default_sink: SinkKind = "eventhub" if namespace else "jsonl"
+        sink = env.choice("USAGE_SINK", _SINK_CHOICES, default_sink)
         if sink == "eventhub" and namespace is None:
             raise ConfigError("USAGE_SINK=eventhub needs EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
         deadletter_uri = env.optional("DEADLETTER_BLOB_SERVICE_URI") or env.optional(
@@ -87,6 +94,12 @@ class Settings:
         )
         if deadletter_uri is not None:
             _check_url("DEADLETTER_BLOB_SERVICE_URI", deadletter_uri)
+        elif sink == "eventhub":
+            # Records that cannot reach the hub in time are parked in Blob storage (docs/delivery.md).
+            raise ConfigError(
+                "USAGE_SINK=eventhub needs DEADLETTER_BLOB_SERVICE_URI "
+                "(or AzureWebJobsStorage__blobServiceUri) for the dead-letter store"
+            )
         extra_versions = env.optional("USAGE_INJECT_API_VERSIONS")
         return cls(
             openai_endpoint=endpoint,
@@ -95,7 +108,7 @@ class Settings:
             max_request_bytes=env.integer("PROXY_MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1),
             connect_timeout=env.seconds("PROXY_CONNECT_TIMEOUT_SECONDS", 10.0),
             response_timeout=env.seconds("PROXY_RESPONSE_TIMEOUT_SECONDS", 220.0),
-            stream_idle_timeout=env.seconds("PROXY_STREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            stream_idle_timeout=env.seconds("PROXY_STREAM_IDLE_TIMEOUT_SECONDS", 240.0),
             sink=sink,
             usage_log_path=env.optional("USAGE_LOG_PATH") or "usage.jsonl",
             inject_api_versions=(
@@ -110,6 +123,9 @@ class Settings:
             deadletter_blob_service_uri=deadletter_uri,
             deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
             instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
+            delivery_queue_max_records=env.integer("USAGE_QUEUE_MAX_RECORDS", 10_000, minimum=1),
+            delivery_max_seconds=env.seconds("USAGE_DELIVERY_MAX_SECONDS", 10.0),
+            delivery_log_seconds=env.seconds("USAGE_COUNTERS_LOG_SECONDS", 60.0),
         )
 
 

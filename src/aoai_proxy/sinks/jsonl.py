@@ -54,4 +54,9 @@ class JsonlFileSink:
         await self._drain()
 
     def health(self) -> Mapping[str, Any]:
-        return {"sink": "jsonl", "path": str(self._path), "written": self._written, "failed": self._failed}
+        return {
+            "sink": "jsonl",
+            "path": str(self._path),
+            "written": self._written,
+            "failed": self._failed,
+        }

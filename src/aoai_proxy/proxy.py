@@ -1,0 +1,147 @@
+"""The request path, top to bottom: parse -> forward -> relay -> record -> emit.
+
+Both adapters (the Azure Function and the local ASGI app) call `handle` with a Starlette request
+(the Functions HTTP streaming extension passes FastAPI's, which is the same class).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .config import ConfigError
+from .errors import ProxyError, ServiceMisconfigured, UpstreamTimeout, UpstreamUnreachable
+from .inbound import Call, parse_call, read_body
+from .inject import injected_body, injection_decision, rejects_stream_options, uninject, version_key
+from .relay import RECORD_ID_HEADER, buffered, is_event_stream, streamed
+from .routes import RouteSpec
+from .runtime import Runtime, RuntimeHolder
+from .usage import UsageMeter, now_ms
+
+log = logging.getLogger(__name__)
+
+
+async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Response:
+    started = now_ms()
+    try:
+        runtime = await holder.get()
+    except ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return error_response(ServiceMisconfigured(str(exc)), record_id=None)
+    settings = runtime.settings
+    try:
+        body = await read_body(
+            request.stream(), request.headers.get("content-length"), settings.max_request_bytes
+        )
+        call = parse_call(
+            spec=spec,
+            method=request.method,
+            path_params=dict(request.path_params),
+            query=request.url.query,
+            headers=request.headers.items(),
+            body=body,
+        )
+    except ProxyError as exc:
+        meter = _meter(runtime, None, started)
+        return _answer_with_error(runtime, meter, exc)
+    return await forward(runtime, call, _meter(runtime, call, started))
+
+
+async def forward(runtime: Runtime, call: Call, meter: UsageMeter) -> Response:
+    settings = runtime.settings
+    reason = injection_decision(call, settings, runtime.rejected_versions)
+    meter.injected = reason is None
+    meter.injection_skipped_reason = reason
+    try:
+        upstream = await _open(runtime, call, injected_body(call) if meter.injected else call.body)
+        if meter.injected and upstream.status_code == 400 and not is_event_stream(upstream):
+            await _read_error(upstream)
+            if rejects_stream_options(upstream.status_code, upstream.content):
+                # This api-version does not know stream_options: resend the caller's own body.
+                runtime.rejected_versions.add(version_key(call))
+                meter.injected = False
+                meter.injection_skipped_reason = "api_version_rejected_stream_options"
+                upstream = await _open(runtime, call, call.body)
+        meter.upstream_headers(upstream.status_code, upstream.headers)
+        if is_event_stream(upstream):
+            return streamed(
+                upstream, meter, _emitter(runtime), uninject if meter.injected else None
+            )
+        try:
+            return await buffered(upstream, meter, _emitter(runtime), settings.response_timeout)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise UpstreamTimeout(
+                f"Azure OpenAI did not finish the response within {settings.response_timeout:g} s. "
+                "Long generations should use stream=true."
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnreachable(
+                "The connection to Azure OpenAI failed mid-response."
+            ) from exc
+    except ProxyError as exc:
+        return _answer_with_error(runtime, meter, exc)
+
+
+async def _open(runtime: Runtime, call: Call, body: bytes) -> httpx.Response:
+    return await runtime.upstream.open(
+        call.method, call.path, call.query, call.forward_headers, body, stream=call.stream
+    )
+
+
+async def _read_error(upstream: httpx.Response) -> None:
+    try:
+        await upstream.aread()
+    finally:
+        await upstream.aclose()
+
+
+def _meter(runtime: Runtime, call: Call | None, started: float) -> UsageMeter:
+    settings = runtime.settings
+    return UsageMeter(
+        call,
+        instance_id=settings.instance_id,
+        capture_limit=settings.capture_max_bytes if settings.capture_content else None,
+        started_ms=started,
+    )
+
+
+def _emitter(runtime: Runtime) -> Callable[[UsageMeter], None]:
+    sink = runtime.sink
+
+    def emit(meter: UsageMeter) -> None:
+        sink.submit(meter.finish())
+
+    return emit
+
+
+def _answer_with_error(runtime: Runtime, meter: UsageMeter, exc: ProxyError) -> Response:
+    if exc.status >= 500:
+        log.warning(
+            "answering %d %s: %s", exc.status, exc.code, exc.message, exc_info=exc.__cause__
+        )
+    meter.proxy_error(exc.status, exc.code, exc.message)
+    runtime.sink.submit(meter.finish())
+    return error_response(exc, record_id=meter.record_id)
+
+
+def error_response(exc: ProxyError, *, record_id: str | None) -> Response:
+    headers = {RECORD_ID_HEADER: record_id} if record_id else None
+    return Response(
+        exc.body(), status_code=exc.status, media_type="application/json", headers=headers
+    )
+
+
+async def health(holder: RuntimeHolder) -> Response:
+    try:
+        runtime = await holder.get()
+    except ConfigError as exc:
+        problem = {"status": "misconfigured", "error": str(exc)}
+        return Response(json.dumps(problem), status_code=503, media_type="application/json")
+    body: dict[str, Any] = {"status": "ok", "delivery": dict(runtime.sink.health())}
+    return Response(json.dumps(body), media_type="application/json")

@@ -1,0 +1,184 @@
+"""Relay an upstream response to the client unchanged, teeing a copy to the usage meter.
+
+Streams are relayed event by event as they arrive: the SSE framer only holds back the bytes of an
+event whose end has not arrived yet, so an upstream failure can be reported as a clean in-band
+error event instead of corrupting a half-sent one. The meter parses each event after it has been
+handed on. Whatever happens (completion, upstream failure, client disconnect) the upstream
+response is closed and the record is emitted exactly once, after the last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+
+import httpx
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from .errors import stream_error_event
+from .sse import SSEFramer, parse_event
+from .usage import UsageMeter, now_ms
+
+log = logging.getLogger(__name__)
+
+RECORD_ID_HEADER = "x-usage-record-id"
+
+# Response headers worth relaying: Azure's request ids, region, rate-limit state and retry hints.
+_FORWARD_EXACT = frozenset(
+    {
+        "content-type",
+        "apim-request-id",
+        "x-request-id",
+        "x-ms-region",
+        "x-ms-client-request-id",
+        "x-ms-deployment-name",
+        "retry-after",
+        "retry-after-ms",
+        "azureml-model-session",
+        "openai-processing-ms",
+    }
+)
+_FORWARD_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
+
+Finish = Callable[[UsageMeter], None]
+EventFilter = Callable[[Iterable[bytes]], bytes]
+
+
+def relayed_headers(upstream: httpx.Headers, meter: UsageMeter) -> dict[str, str]:
+    headers = {
+        name: value
+        for name, value in upstream.items()
+        if name in _FORWARD_EXACT or name.startswith(_FORWARD_PREFIXES)
+    }
+    headers[RECORD_ID_HEADER] = meter.record_id
+    return headers
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/event-stream")
+
+
+async def buffered(
+    upstream: httpx.Response, meter: UsageMeter, finish: Finish, deadline_s: float
+) -> Response:
+    """A non-streamed response: read it whole (within the deadline), then answer byte for byte."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            body = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    meter.observe_body(body)
+    meter.first_byte_sent()
+    response = Response(
+        content=body,
+        status_code=upstream.status_code,
+        headers=relayed_headers(upstream.headers, meter),
+    )
+    finish(meter)
+    return response
+
+
+def streamed(
+    upstream: httpx.Response,
+    meter: UsageMeter,
+    finish: Finish,
+    event_filter: EventFilter | None,
+) -> StreamingResponse:
+    return RelayStreamingResponse(
+        _relay_events(upstream, meter, finish, event_filter),
+        upstream=upstream,
+        meter=meter,
+        finish=finish,
+        status_code=upstream.status_code,
+        headers=relayed_headers(upstream.headers, meter),
+    )
+
+
+async def _relay_events(
+    upstream: httpx.Response,
+    meter: UsageMeter,
+    finish: Finish,
+    event_filter: EventFilter | None,
+) -> AsyncIterator[bytes]:
+    framer = SSEFramer()
+    try:
+        try:
+            async for chunk in upstream.aiter_raw():
+                received = now_ms()
+                meter.response_bytes += len(chunk)
+                events = framer.feed(chunk)
+                if not events:
+                    continue
+                out = event_filter(events) if event_filter else b"".join(events)
+                if out:
+                    meter.first_byte_sent()
+                    yield out
+                _observe(meter, events, received)  # after the client has the bytes
+            rest = framer.flush()
+            if rest:
+                yield rest
+                _observe(meter, [rest], now_ms())
+        except httpx.HTTPError as exc:
+            log.warning("upstream stream failed after %d bytes: %r", meter.response_bytes, exc)
+            message = "The upstream stream ended unexpectedly; the response is incomplete."
+            code = (
+                "upstream_timeout"
+                if isinstance(exc, httpx.TimeoutException)
+                else "upstream_stream_failed"
+            )
+            meter.fail("stream_failed", code, message)
+            # No fake [DONE]: the partial event (if any) is dropped and the error is in-band.
+            yield stream_error_event(code, message)
+    except (asyncio.CancelledError, GeneratorExit):
+        meter.disconnected()
+        raise
+    finally:
+        await upstream.aclose()
+        finish(meter)
+
+
+def _observe(meter: UsageMeter, events: Iterable[bytes], received_ms: float) -> None:
+    for raw in events:
+        event = parse_event(raw)
+        if event is not None:
+            meter.observe_event(event, received_ms)
+
+
+class RelayStreamingResponse(StreamingResponse):
+    """Closes the relay however the response ends, even if the body was never iterated.
+
+    A disconnect may leave the body generator suspended (Starlette cancels it or stops iterating)
+    or never started; `aclose()` runs its `finally`, and the fallback finishes the record when it
+    never ran at all, so no usage record is ever lost.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        *,
+        upstream: httpx.Response,
+        meter: UsageMeter,
+        finish: Finish,
+        status_code: int,
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self._generator = content
+        self._upstream = upstream
+        self._meter = meter
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            aclose = getattr(self._generator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if not self._meter.finished:
+                await self._upstream.aclose()
+                self._meter.disconnected()
+                self._finish(self._meter)

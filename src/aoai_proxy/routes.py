@@ -1,0 +1,43 @@
+"""The URL space both adapters serve: it mirrors Azure OpenAI's, so clients only change the host.
+
+Templates use the Azure Functions route syntax (`{name}`, `{*rest}` for a catch-all); the ASGI adapter
+translates them. Specific routes accept every method: a non-POST call on them (e.g. GET of stored
+chat completions) is relayed as a plain pass-through, like the catch-all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Operation = Literal["chat", "completions", "embeddings", "responses", "other"]
+
+ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str  # the Function's name; unique within the app
+    template: str  # Azure Functions route template, relative to the site root (routePrefix "")
+    operation: Operation
+    deployment_in_path: bool = False
+
+    def upstream_path(self, path_params: dict[str, str]) -> str:
+        path = self.template.replace("{*path}", "{path}")
+        return "/" + path.format(**path_params)
+
+
+PROXY_ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("chat_completions", "openai/deployments/{deployment}/chat/completions", "chat", True),
+    RouteSpec("completions", "openai/deployments/{deployment}/completions", "completions", True),
+    RouteSpec("embeddings", "openai/deployments/{deployment}/embeddings", "embeddings", True),
+    RouteSpec("v1_chat_completions", "openai/v1/chat/completions", "chat"),
+    RouteSpec("v1_completions", "openai/v1/completions", "completions"),
+    RouteSpec("v1_embeddings", "openai/v1/embeddings", "embeddings"),
+    RouteSpec("v1_responses", "openai/v1/responses", "responses"),
+    RouteSpec("responses", "openai/responses", "responses"),
+    # Everything else under /openai/ (models, files, batches, stored responses...), all methods.
+    RouteSpec("openai_passthrough", "openai/{*path}", "other"),
+)
+
+HEALTH_ROUTE = "healthz"

@@ -1,0 +1,35 @@
+"""Azure Functions entry point: registers the routes; the request path lives in aoai_proxy.
+
+HTTP streaming needs the FastAPI extension's Request/StreamingResponse types on every HTTP route
+and PYTHON_ENABLE_INIT_INDEXING=1 (learn.microsoft.com/azure/azure-functions/functions-reference-python#http-streams).
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from aoai_proxy.config import Settings
+from aoai_proxy.proxy import handle, health
+from aoai_proxy.routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
+from aoai_proxy.runtime import RuntimeHolder
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+holder = RuntimeHolder(Settings.from_env)
+
+
+def _register(spec: RouteSpec) -> None:
+    async def relay(req: Request) -> Response:
+        return await handle(req, spec, holder)
+
+    relay.__name__ = spec.name
+    app.route(route=spec.template, methods=list(ALL_METHODS))(relay)
+
+
+for _spec in PROXY_ROUTES:
+    _register(_spec)
+
+
+@app.route(route=HEALTH_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def healthz(req: Request) -> Response:
+    return await health(holder)
