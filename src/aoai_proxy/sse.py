@@ -17,7 +17,10 @@ _LF = 0x0A
 
 
 class SSEFramer:
-    """Splits a byte stream into raw events at blank lines, at any chunk boundary."""
+    """Splits a byte stream into raw events at blank lines, at any chunk boundary.
+
+    A piece may also be a lone LF: the tail of a CRLF blank line whose CR ended the previous chunk.
+    """
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -30,10 +33,12 @@ class SSEFramer:
         events: list[bytes] = []
         event_start = 0
         pos = self._line_start
-        if self._lf_after_cr and pos < len(buffer):
+        if self._lf_after_cr and buffer:
             self._lf_after_cr = False
-            if buffer[pos] == _LF:
-                pos += 1
+            if buffer[0] == _LF:
+                # The rest of the previous event's CRLF: hand it on at once, as its own piece.
+                events.append(b"\n")
+                event_start = pos = 1
         while True:
             lf = buffer.find(b"\n", pos)
             cr = buffer.find(b"\r", pos, lf if lf >= 0 else len(buffer))
