@@ -1,0 +1,29 @@
+"""Timer that empties the usage dead-letter store (registered by function_app.py).
+
+On Flex Consumption a timer function runs on instances of its own: it shares nothing with the HTTP
+instances but the Blob store, which is all the replay reads. The timer's schedule monitor holds a
+blob lease, so two runs do not overlap; if they did, a record would at worst be sent twice.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from .config import Settings
+from .credentials import build_credential
+from .replay import run_replay
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions ships no stubs
+
+
+# NCRONTAB with seconds: every 5 minutes. Not on start-up: a fresh instance has nothing new to add.
+@bp.timer_trigger(
+    arg_name="timer", schedule="0 */5 * * * *", run_on_startup=False, use_monitor=True
+)
+async def replay_usage_deadletters(timer: func.TimerRequest) -> None:
+    settings = Settings.from_env()
+    credential = build_credential(settings)
+    try:
+        await run_replay(settings, credential)
+    finally:
+        await credential.close()

@@ -1,0 +1,152 @@
+"""Usage records as Event Hubs events: the keyless producer, the size limit, batches per key.
+
+Shared by the Event Hub sink (live records) and the dead-letter replay, so both build the producer
+and put records on the wire the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.eventhub import EventData, EventDataBatch
+from azure.eventhub.aio import EventHubProducerClient
+
+from .base import UsageRecord, partition_key_of
+
+# Event Hubs Basic allows 256 KB per event, Standard and up 1 MB, batch included
+# (learn.microsoft.com/azure/event-hubs/event-hubs-quotas). We aim below 1 MB with room for the AMQP
+# envelope; on a hub that allows less, the batch's own limit (max_size_in_bytes) takes over.
+MAX_EVENT_BYTES = 1_000_000
+# Room left for the AMQP message and batch framing when fitting one record into a batch's limit.
+ENVELOPE_BYTES = 4_096
+CONTENT_TYPE = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A record serialised once, at submit time: what goes on the wire and into the dead-letter store."""
+
+    record_id: str
+    partition_key: str | None
+    body: bytes
+
+
+def encode(record: UsageRecord) -> Encoded:
+    # default=str: a record is JSON-ready by contract; a stray value must not lose the whole record.
+    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    record_id = record.get("record_id")
+    return Encoded(
+        record_id=record_id if isinstance(record_id, str) else "",
+        partition_key=partition_key_of(record),
+        body=fit(body, MAX_EVENT_BYTES),
+    )
+
+
+def decode(body: bytes) -> Encoded:
+    """Rebuilds an Encoded from stored bytes (the dead-letter store keeps bodies as they were sent)."""
+    record = json.loads(body)
+    if not isinstance(record, dict):
+        raise ValueError("a dead-lettered line is not a JSON object")
+    record_id = record.get("record_id")
+    return Encoded(record_id if isinstance(record_id, str) else "", partition_key_of(record), body)
+
+
+def fit(body: bytes, limit: int) -> bytes:
+    """Shrinks the captured prompt/completion texts until the record fits `limit` bytes.
+
+    Follows the capture rules of the usage record (docs/usage-record.md): the text is cut on a UTF-8
+    boundary, `truncated` becomes true, and `bytes`/`sha256` keep describing the original text. Nothing
+    else is touched and nothing is dropped; a record still too large without text is returned as is.
+    """
+    if len(body) <= limit:
+        return body
+    record = json.loads(body)
+    capture = record.get("capture") if isinstance(record, dict) else None
+    parts = [
+        part
+        for part in (capture.values() if isinstance(capture, dict) else ())
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    ]
+    while True:
+        excess = len(body) - limit
+        longest = max(parts, key=lambda part: len(part["text"]), default=None)
+        if excess <= 0 or longest is None or not longest["text"]:
+            return body
+        raw: bytes = longest["text"].encode()
+        if "sha256" not in longest:  # not truncated before: the text is the original
+            longest["bytes"] = len(raw)
+            longest["sha256"] = hashlib.sha256(raw).hexdigest()
+        # Each UTF-8 byte removed shortens the JSON by at least one byte (escapes only lengthen).
+        longest["text"] = raw[: max(0, len(raw) - excess)].decode("utf-8", "ignore")
+        longest["truncated"] = True
+        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def make_producer(
+    namespace: str, eventhub_name: str, credential: AsyncTokenCredential
+) -> EventHubProducerClient:
+    """The keyless producer: Entra ID credential, no connection string (the namespace has local auth off).
+
+    The SDK retries quickly for transient faults; longer outages are the caller's loop's job, bounded
+    by USAGE_DELIVERY_MAX_SECONDS, so these stay short.
+    """
+    return EventHubProducerClient(
+        fully_qualified_namespace=namespace,
+        eventhub_name=eventhub_name,
+        credential=credential,
+        retry_total=2,
+        retry_backoff_factor=0.5,
+        retry_backoff_max=4,
+        retry_mode="exponential",
+    )
+
+
+def _event(body: bytes) -> EventData:
+    event = EventData(body)
+    event.content_type = CONTENT_TYPE
+    return event
+
+
+async def send_in_batches(
+    producer: EventHubProducerClient, pending: list[Encoded], *, send_timeout: float | None = None
+) -> list[Encoded]:
+    """Sends `pending` oldest first, one partition key per batch, as many records per batch as fit.
+
+    Each record leaves `pending` as soon as its batch is sent, so when a send raises, `pending` holds
+    exactly the records not yet sent (no duplicates on retry). Returns the records that fit in no
+    event even with their captured texts cut (practically impossible; the caller parks them).
+    """
+    too_large: list[Encoded] = []
+    while pending:
+        key = pending[0].partition_key
+        batch = await producer.create_batch(partition_key=key)
+        in_batch: list[Encoded] = []
+        for item in [p for p in pending if p.partition_key == key]:
+            try:
+                batch.add(_event(item.body))
+            except ValueError:
+                if in_batch:
+                    break  # batch full: send it, the rest go in the next one
+                if not _add_shrunk(batch, item):
+                    too_large.append(item)
+                    pending.remove(item)
+                    continue
+            in_batch.append(item)
+        if in_batch:
+            await producer.send_batch(batch, timeout=send_timeout)
+            sent = {id(item) for item in in_batch}
+            pending[:] = [p for p in pending if id(p) not in sent]
+    return too_large
+
+
+def _add_shrunk(batch: EventDataBatch, item: Encoded) -> bool:
+    """Alone in an empty batch and still too big: this hub allows less than MAX_EVENT_BYTES."""
+    limit = batch.max_size_in_bytes - ENVELOPE_BYTES
+    try:
+        batch.add(_event(fit(item.body, limit)))
+    except ValueError:
+        return False
+    return True
