@@ -1,0 +1,265 @@
+// The whole platform except API Management: azd provisions this at subscription scope (it creates the
+// resource group), then deploys src/ to the Function App tagged azd-service-name: api.
+// Keyless throughout: no resource accepts keys, and no output carries one.
+// azd Bicep conventions: https://learn.microsoft.com/azure/developer/azure-developer-cli/make-azd-compatible
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; used in resource names and the azd-env-name tag.')
+param environmentName string
+
+// Regions that offer Flex Consumption, the API Management v2 tiers and GlobalStandard deployments of
+// the default model. Check before adding one:
+// https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#view-currently-supported-regions
+// https://learn.microsoft.com/azure/api-management/api-management-region-availability
+// https://learn.microsoft.com/azure/ai-foundry/openai/concepts/models#model-summary-table-and-region-availability
+@minLength(1)
+@allowed([
+  'australiaeast'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'japaneast'
+  'northeurope'
+  'swedencentral'
+  'uksouth'
+  'westeurope'
+  'westus3'
+])
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+@description('Region of every resource except, optionally, Azure OpenAI.')
+param location string
+
+@description('Region of the Azure OpenAI account; defaults to location. Set it (azd env set AZURE_OPENAI_LOCATION ...) where the model or quota is elsewhere.')
+param openAiLocation string = ''
+
+@description('Object id of the principal running azd (AZURE_PRINCIPAL_ID); gets OpenAI User and Event Hubs Data Receiver for smoke tests. Empty to skip.')
+param principalId string = ''
+
+@description('User locally; ServicePrincipal when a pipeline runs azd (AZURE_PRINCIPAL_TYPE).')
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param principalType string = 'User'
+
+// ---- Function App ----
+@description('Python version of the Function App (a version the Flex Consumption catalog lists; CI tests 3.11).')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Memory of each Flex Consumption instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Upper bound on instances the app scales out to.')
+@minValue(40)
+@maxValue(1000)
+param maximumInstanceCount int = 100
+
+@description('Concurrent HTTP requests per instance; every streamed response holds one for its whole length.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
+// ---- Azure OpenAI ----
+@description('Deployment name callers use in /openai/deployments/<name>/ (and the v1 API "model").')
+param openAiDeploymentName string = 'chat'
+
+@description('Model of the chat deployment.')
+param openAiModelName string = 'gpt-5-mini'
+
+@description('Model version of the chat deployment.')
+param openAiModelVersion string = '2025-08-07'
+
+@description('Deployment type: https://learn.microsoft.com/azure/ai-foundry/openai/how-to/deployment-types')
+@allowed([
+  'GlobalStandard'
+  'DataZoneStandard'
+  'Standard'
+])
+param openAiDeploymentSku string = 'GlobalStandard'
+
+@description('Capacity in thousands of tokens per minute; lower it (azd env set AZURE_OPENAI_CAPACITY 5) when quota is short.')
+@minValue(1)
+param openAiDeploymentCapacity int = 10
+
+// ---- Event Hubs ----
+@description('Name of the usage hub.')
+param eventHubName string = 'usage'
+
+@description('Consumer group for downstream readers of usage records.')
+param eventHubConsumerGroupName string = 'usage-readers'
+
+@minValue(1)
+@maxValue(32)
+param eventHubPartitionCount int = 2
+
+@minValue(1)
+@maxValue(7)
+param eventHubRetentionDays int = 7
+
+// ---- Storage ----
+@description('Blob container for usage records that could not be sent yet (DEADLETTER_CONTAINER).')
+@minLength(3)
+@maxLength(63)
+param deadLetterContainerName string = 'usage-deadletter'
+
+var abbrs = loadJsonContent('abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+// Container names: 3-63 lowercase letters, digits and hyphens.
+var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
+var openAiAccountName = '${abbrs.cognitiveServicesAccounts}${resourceToken}'
+
+// https://learn.microsoft.com/azure/templates/microsoft.resources/resourcegroups
+resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'modules/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+  }
+}
+
+module openAi 'modules/openai.bicep' = {
+  name: 'openai'
+  scope: rg
+  params: {
+    name: openAiAccountName
+    location: empty(openAiLocation) ? location : openAiLocation
+    tags: tags
+    customSubDomainName: openAiAccountName
+    deploymentName: openAiDeploymentName
+    modelName: openAiModelName
+    modelVersion: openAiModelVersion
+    deploymentSkuName: openAiDeploymentSku
+    deploymentCapacity: openAiDeploymentCapacity
+  }
+}
+
+module eventHubs 'modules/eventhubs.bicep' = {
+  name: 'eventhubs'
+  scope: rg
+  params: {
+    namespaceName: '${abbrs.eventHubNamespaces}${resourceToken}'
+    location: location
+    tags: tags
+    hubName: eventHubName
+    consumerGroupName: eventHubConsumerGroupName
+    partitionCount: eventHubPartitionCount
+    messageRetentionInDays: eventHubRetentionDays
+  }
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'functionapp'
+  scope: rg
+  params: {
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    appName: functionAppName
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    deadLetterContainerName: storage.outputs.deadLetterContainerName
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    openAiEndpoint: openAi.outputs.endpoint
+    eventHubFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
+    eventHubName: eventHubs.outputs.hubName
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    httpPerInstanceConcurrency: httpPerInstanceConcurrency
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: identity.outputs.principalId
+    deployerPrincipalId: principalId
+    deployerPrincipalType: principalType
+    openAiAccountName: openAi.outputs.name
+    eventHubNamespaceName: eventHubs.outputs.namespaceName
+    eventHubName: eventHubs.outputs.hubName
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+// ---- Outputs: azd writes them into .azure/<env>/.env. Names match docs/configuration.md. ----
+// Never AZURE_CLIENT_ID: in the azd environment that name belongs to the pipeline's service principal
+// and to DefaultAzureCredential; the Function's own setting is set in functionapp.bicep.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+
+output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
+output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
+output AZURE_OPENAI_ACCOUNT_NAME string = openAi.outputs.name
+
+output EVENTHUB_FULLY_QUALIFIED_NAMESPACE string = eventHubs.outputs.fullyQualifiedNamespace
+output EVENTHUB_NAME string = eventHubs.outputs.hubName
+output EVENTHUB_NAMESPACE_NAME string = eventHubs.outputs.namespaceName
+output EVENTHUB_CONSUMER_GROUP string = eventHubs.outputs.consumerGroupName
+
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = functionApp.outputs.uri
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
+output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
