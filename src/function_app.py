@@ -2,20 +2,23 @@
 
 HTTP streaming needs the FastAPI extension's Request/StreamingResponse types on every HTTP route
 and PYTHON_ENABLE_INIT_INDEXING=1 (learn.microsoft.com/azure/azure-functions/functions-reference-python#http-streams).
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the worker inspects the handlers' annotations to
+recognise the streaming types, so they must be real classes, not strings.
+"""
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from aoai_proxy.config import Settings
 from aoai_proxy.proxy import handle, health
+from aoai_proxy.replay_blueprint import bp as replay_blueprint
 from aoai_proxy.routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from aoai_proxy.runtime import RuntimeHolder
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 holder = RuntimeHolder(Settings.from_env)
+app.register_blueprint(replay_blueprint)  # the dead-letter replay timer
 
 
 def _register(spec: RouteSpec) -> None:

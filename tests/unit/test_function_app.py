@@ -1,0 +1,74 @@
+"""Index the Function app the way the Python worker does, so a broken registration fails here."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+import pytest
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES
+
+
+@pytest.fixture(scope="module")
+def functions() -> dict[str, Any]:
+    import function_app
+
+    # azure-functions 1.x raises on a second get_functions() call: index once, like the worker.
+    return {fn.get_function_name(): fn for fn in function_app.app.get_functions()}
+
+
+def bindings(fn: Any) -> list[dict[str, Any]]:
+    return list(json.loads(fn.get_function_json())["bindings"])
+
+
+def test_every_proxy_route_is_an_http_function_with_function_auth(
+    functions: dict[str, Any],
+) -> None:
+    for spec in PROXY_ROUTES:
+        trigger = bindings(functions[spec.name])[0]
+        assert trigger["type"] == "httpTrigger"
+        assert trigger["route"] == spec.template
+        assert trigger["authLevel"] == "FUNCTION"
+        assert {"GET", "POST", "DELETE"} <= set(trigger["methods"])
+        assert bindings(functions[spec.name])[1] == {
+            "direction": "OUT",
+            "type": "http",
+            "name": "$return",
+        }
+
+
+def test_catch_all_covers_everything_under_openai(functions: dict[str, Any]) -> None:
+    assert bindings(functions["openai_passthrough"])[0]["route"] == "openai/{*path}"
+
+
+def test_health_is_anonymous_get(functions: dict[str, Any]) -> None:
+    trigger = bindings(functions["healthz"])[0]
+    assert trigger["route"] == HEALTH_ROUTE
+    assert trigger["methods"] == ["GET"]
+    assert trigger["authLevel"] == "ANONYMOUS"
+
+
+def test_http_handlers_use_the_streaming_extension_types(functions: dict[str, Any]) -> None:
+    http = [fn for fn in functions.values() if bindings(fn)[0]["type"] == "httpTrigger"]
+    assert len(http) == len(PROXY_ROUTES) + 1
+    for fn in http:
+        signature = inspect.signature(fn.get_user_function())
+        assert [p.annotation for p in signature.parameters.values()] == [Request]
+        assert signature.return_annotation is Response
+        assert inspect.iscoroutinefunction(fn.get_user_function())
+
+
+def test_dead_letter_replay_timer_is_registered(functions: dict[str, Any]) -> None:
+    timer = bindings(functions["replay_usage_deadletters"])[0]
+    assert timer["type"] == "timerTrigger"
+    assert timer["schedule"] == "0 */5 * * * *"
+
+
+def test_host_json_removes_the_api_prefix() -> None:
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).parents[2] / "src" / "host.json").read_text())
+    assert host["extensions"]["http"]["routePrefix"] == ""
