@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_BLOB_RECORDS = 200  # records per dead-letter blob
 SEND_GRACE_SECONDS = 1.0  # our hard bound on one send attempt, beyond the SDK's own timeout
+PARK_LOG_SECONDS = 1.0  # at most one "to the dead-letter store" line a second
 
 
 @dataclass(slots=True)
@@ -78,6 +79,8 @@ class EventHubSink:
         self._parked_event = asyncio.Event()  # set: there is something to write
         self._parked_empty = asyncio.Event()  # set: nothing waits for the dead-letter store
         self._parked_empty.set()
+        self._parked_logged_at = -math.inf
+        self._parked_unlogged = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._producer: EventHubProducerClient | None = None
@@ -251,7 +254,13 @@ class EventHubSink:
         self._parked.extend(encoded)
         self._parked_event.set()
         self._parked_empty.clear()
-        log.warning("%d usage record(s) to the dead-letter store: %s", len(encoded), reason)
+        self._parked_unlogged += len(encoded)
+        now = time.monotonic()
+        if now - self._parked_logged_at >= PARK_LOG_SECONDS:  # a full queue parks on every submit
+            log.warning(
+                "%d usage record(s) to the dead-letter store: %s", self._parked_unlogged, reason
+            )
+            self._parked_logged_at, self._parked_unlogged = now, 0
 
     async def _dead_letter_forever(self) -> None:
         backoff = self._retry_initial

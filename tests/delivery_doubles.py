@@ -1,0 +1,376 @@
+"""Usage delivery test doubles: the Event Hub double, dead-letter stores, Azurite, a fake Entra credential.
+
+The fixtures are re-exported by tests/conftest.py; tests import the helpers from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import ipaddress
+import json
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest.mock import create_autospec
+
+import pytest
+from azure.core.credentials import AccessToken
+from azure.core.exceptions import ResourceNotFoundError
+from azure.eventhub import EventData, EventDataBatch
+from azure.eventhub.exceptions import EventHubError
+
+from aoai_proxy.sinks.eventhub import EventHubSink
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def usage_record(
+    subscription_id: str | None = "sub-a", *, prompt: str | None = None, n: int = 0
+) -> dict[str, Any]:
+    """A usage record as the record builder emits it (opaque to delivery but for these fields)."""
+    record: dict[str, Any] = {
+        "type": "usage",
+        "schema_version": "1.0",
+        "record_id": str(uuid.uuid4()),
+        "timestamp": "2026-11-26T08:00:00.000Z",
+        "caller": {"request_id": f"req-{n}", "subscription_id": subscription_id},
+        "request": {"operation": "chat", "deployment": "gpt-4o-mini", "stream": True},
+        "response": {"status": 200},
+        "usage": {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46},
+        "timings": {"total_ms": 120.5},
+    }
+    if prompt is not None:
+        record["capture"] = {"prompt": {"text": prompt}, "completion": {"text": "short answer"}}
+    return record
+
+
+@dataclass
+class SentBatch:
+    partition_key: str | None
+    records: list[dict[str, Any]]
+    size_in_bytes: int
+    max_size_in_bytes: int
+    content_types: list[str | None]
+
+
+@dataclass
+class HubDouble:
+    """Event Hubs behind `autospec=True` doubles of EventHubProducerClient and EventDataBatch.
+
+    The producer class is patched where our code looks it up (aoai_proxy.sinks.events), specced from
+    the SDK class, so a call our code makes with a wrong signature fails. Each batch is an autospec
+    of EventDataBatch whose `add` runs a real EventDataBatch, so sizes and the ValueError on a full
+    batch are the SDK's own.
+    """
+
+    client_class: Any
+    max_size_in_bytes: int = 1_048_576
+    send_delay: float = 0.0
+    fail_until: float = 0.0  # time.monotonic() before which every send raises
+    fail_sends: int = 0  # or: this many next sends raise
+    sent: list[SentBatch] = field(default_factory=list)
+    failed_sends: int = 0
+    _open: dict[int, tuple[EventDataBatch, list[EventData], str | None]] = field(
+        default_factory=dict
+    )
+
+    @property
+    def producer(self) -> Any:
+        return self.client_class.return_value
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [record for batch in self.sent for record in batch.records]
+
+    def fail_for(self, seconds: float) -> None:
+        self.fail_until = time.monotonic() + seconds
+
+    def install(self) -> None:
+        self.producer.create_batch.side_effect = self._create_batch
+        self.producer.send_batch.side_effect = self._send_batch
+
+    def _create_batch(
+        self,
+        *,
+        partition_id: str | None = None,
+        partition_key: str | None = None,
+        max_size_in_bytes: int | None = None,
+    ) -> Any:
+        real = EventDataBatch(
+            max_size_in_bytes=max_size_in_bytes or self.max_size_in_bytes,
+            partition_key=partition_key,
+        )
+        batch = create_autospec(EventDataBatch, instance=True)
+        batch.max_size_in_bytes = real.max_size_in_bytes
+        added: list[EventData] = []
+
+        def add(event_data: EventData) -> None:
+            real.add(event_data)
+            added.append(event_data)
+
+        batch.add.side_effect = add
+        self._open[id(batch)] = (real, added, partition_key)
+        return batch
+
+    async def _send_batch(self, event_data_batch: Any, **kwargs: Any) -> None:
+        if self.send_delay:
+            await asyncio.sleep(self.send_delay)
+        if self.fail_sends > 0 or time.monotonic() < self.fail_until:
+            self.fail_sends = max(self.fail_sends - 1, 0)
+            self.failed_sends += 1
+            raise EventHubError("the hub is unavailable (test double)")
+        real, added, partition_key = self._open.pop(id(event_data_batch))
+        self.sent.append(
+            SentBatch(
+                partition_key=partition_key,
+                records=[json.loads(event.body_as_str()) for event in added],
+                size_in_bytes=real.size_in_bytes,
+                max_size_in_bytes=real.max_size_in_bytes,
+                content_types=[event.content_type for event in added],
+            )
+        )
+
+
+@pytest.fixture
+def hub(mocker: Any) -> HubDouble:
+    double = HubDouble(
+        client_class=mocker.patch("aoai_proxy.sinks.events.EventHubProducerClient", autospec=True)
+    )
+    double.install()
+    return double
+
+
+class MemoryDeadLetterStore:
+    """The DeadLetterStore protocol in memory (the Blob one is tested against Azurite)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, list[bytes]] = {}
+        self.fail = False
+        self.closed = False
+        self._n = 0
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for bodies in self.blobs.values() for body in bodies]
+
+    async def put(self, bodies: Any) -> str:
+        if self.fail:
+            raise OSError("the dead-letter store is unavailable (test double)")
+        self._n += 1
+        name = f"v1/{self._n:08d}.jsonl"
+        self.blobs[name] = list(bodies)
+        return name
+
+    async def names(self) -> AsyncIterator[str]:
+        for name in sorted(self.blobs):
+            yield name
+
+    async def get(self, name: str) -> list[bytes]:
+        if name not in self.blobs:
+            raise ResourceNotFoundError("no such blob")
+        return list(self.blobs[name])
+
+    async def delete(self, name: str) -> None:
+        del self.blobs[name]
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def memory_deadletter() -> MemoryDeadLetterStore:
+    return MemoryDeadLetterStore()
+
+
+class FakeEntraCredential:
+    """An AsyncTokenCredential minting unsigned Entra-shaped tokens: what Azurite's `--oauth basic`
+    checks (issuer, audience, nbf/exp/iat; never the signature). Lets the dead-letter store run its
+    production path, bearer tokens over HTTPS, against the emulator, with no key anywhere."""
+
+    def __init__(self, audience: str = "https://storage.azure.com") -> None:
+        self.audience = audience
+        self.scopes: list[tuple[str, ...]] = []
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.scopes.append(scopes)
+        now = int(time.time())
+        claims = {
+            "aud": self.audience,
+            "iss": "https://sts.windows.net/00000000-0000-0000-0000-000000000000/",
+            "iat": now - 60,
+            "nbf": now - 60,
+            "exp": now + 3600,
+            "oid": "11111111-1111-1111-1111-111111111111",
+            "tid": "00000000-0000-0000-0000-000000000000",
+        }
+
+        def part(obj: dict[str, Any]) -> str:
+            raw = json.dumps(obj).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+        token = f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.sig"
+        return AccessToken(token, now + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> FakeEntraCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Azurite:
+    account_url: str  # https://127.0.0.1:<port>/devstoreaccount1
+    ca_file: str  # the emulator's self-signed certificate, for connection_verify
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: Any) -> Iterator[Azurite]:
+    """Azurite's blob service from node_modules on a free 127.0.0.1 port, HTTPS with `--oauth basic`
+    (bearer tokens are refused over plain HTTP), in memory; stopped after the session."""
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed: the Azurite storage emulator cannot run")
+    binary = _REPO / "node_modules" / ".bin" / "azurite-blob"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            pytest.skip("npm is not installed: cannot install the Azurite storage emulator")
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent"],
+            cwd=_REPO,
+            check=True,
+            timeout=300,
+        )
+    workdir = tmp_path_factory.mktemp("azurite")
+    cert, key = _self_signed_cert(workdir)
+    port = _free_port()
+    log_file = (workdir / "azurite.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(binary),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(workdir),
+            "--oauth",
+            "basic",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+        ],
+        cwd=workdir,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"Azurite exited: {(workdir / 'azurite.log').read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("Azurite did not listen within 30 s") from None
+                time.sleep(0.1)
+        yield Azurite(f"https://127.0.0.1:{port}/devstoreaccount1", str(cert))
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log_file.close()
+
+
+def make_sink(deadletter: Any, *, credential: Any = None, **options: Any) -> EventHubSink:
+    """An EventHubSink on the patched producer, with test-friendly timings unless overridden."""
+    settings: dict[str, Any] = {
+        "max_in_memory_seconds": 10.0,
+        "retry_initial_seconds": 0.02,
+        "retry_max_seconds": 0.1,
+        "shutdown_seconds": 2.0,
+        **options,
+    }
+    return EventHubSink(
+        namespace="my-ns.servicebus.windows.net",
+        eventhub_name="usage",
+        credential=credential or FakeEntraCredential(),
+        deadletter=deadletter,
+        instance_id="instance-1",
+        **settings,
+    )
+
+
+async def eventually(predicate: Any, within: float = 10.0, what: str = "condition") -> None:
+    """Waits, bounded, for predicate() to hold."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def record_ids(records: list[dict[str, Any]]) -> list[str]:
+    return [record["record_id"] for record in records]
