@@ -48,7 +48,7 @@ def post_stream(
 # -- non-streamed ------------------------------------------------------------------------------
 
 
-def test_non_streamed_chat_through_the_sdk_records_exact_usage(proxy: Any, simulator: Any) -> None:
+def test_non_streamed_chat_through_the_sdk_records_exact_usage(proxy: Any, upstream: Any) -> None:
     completion = sdk(proxy).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
     assert completion.choices[0].message.content
     record = proxy.records(1)[0]
@@ -61,15 +61,13 @@ def test_non_streamed_chat_through_the_sdk_records_exact_usage(proxy: Any, simul
     assert record["response"]["id"] == completion.id
 
 
-def test_non_streamed_body_and_headers_are_relayed_byte_for_byte(
-    proxy: Any, simulator: Any
-) -> None:
+def test_non_streamed_body_and_headers_are_relayed_byte_for_byte(proxy: Any, upstream: Any) -> None:
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         response = client.post(CHAT, json={"messages": MESSAGES})
-    upstream = simulator.recorder.last()
-    assert response.content == upstream.sent_body
+    sent = upstream.tap.last()
+    assert response.content == sent.body
     for name in ("apim-request-id", "x-request-id", "x-ms-region", "x-ratelimit-remaining-tokens"):
-        assert response.headers[name] == upstream.sent_headers[name]
+        assert response.headers[name] == sent.headers[name]
     assert response.headers["x-usage-record-id"] == proxy.records(1)[0]["record_id"]
 
 
@@ -77,26 +75,26 @@ def test_non_streamed_body_and_headers_are_relayed_byte_for_byte(
 
 
 def test_stream_with_client_usage_is_byte_identical_and_provider_sourced(
-    proxy: Any, simulator: Any
+    proxy: Any, upstream: Any
 ) -> None:
     response = post_stream(
         proxy, {"messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     )
-    upstream = simulator.recorder.last()
-    assert response.content == b"".join(upstream.events)
+    received = upstream.recorder.last()
+    assert response.content == b"".join(received.events)
     assert "content-length" not in response.headers
     record = proxy.records(1)[0]
     assert record["usage"]["source"] == "provider"
     assert record["usage"]["completion_tokens"] == 20
 
 
-def test_stream_without_include_usage_still_records_tokens(proxy: Any, simulator: Any) -> None:
+def test_stream_without_include_usage_still_records_tokens(proxy: Any, upstream: Any) -> None:
     response = post_stream(proxy, {"messages": MESSAGES, "stream": True}, {"x-sim-tokens": "7"})
-    upstream = simulator.recorder.last()
-    assert upstream.json()["stream_options"] == {"include_usage": True}
+    received = upstream.recorder.last()
+    assert received.json()["stream_options"] == {"include_usage": True}
     # The client gets what Azure sends without include_usage: no usage member, no usage event.
     assert b'"usage"' not in response.content
-    sent = [d for d in sse_data(b"".join(upstream.events))]
+    sent = [d for d in sse_data(b"".join(received.events))]
     received = sse_data(response.content)
     assert len(received) == len(sent) - 1
     for got, original in zip(received, sent[:-2], strict=False):
@@ -110,7 +108,7 @@ def test_stream_without_include_usage_still_records_tokens(proxy: Any, simulator
     assert record["usage"]["total_tokens"] == record["usage"]["prompt_tokens"] + 7
 
 
-def test_sdk_streaming_chat_and_tool_calls(proxy: Any, simulator: Any) -> None:
+def test_sdk_streaming_chat_and_tool_calls(proxy: Any, upstream: Any) -> None:
     client = sdk(proxy)
     text = "".join(
         chunk.choices[0].delta.content or ""
@@ -142,21 +140,25 @@ def test_sdk_streaming_chat_and_tool_calls(proxy: Any, simulator: Any) -> None:
 
 
 def test_first_event_reaches_the_client_while_upstream_still_holds_the_second(
-    proxy: Any, simulator: Any
+    proxy: Any, upstream: Any
 ) -> None:
-    with httpx.Client(base_url=proxy.base_url, timeout=10) as client, client.stream(
-        "POST",
-        CHAT,
-        json={"messages": MESSAGES, "stream": True},
-        headers={"x-sim-ttft-ms": "0", "x-sim-token-ms": "400", "x-sim-tokens": "3"},
-    ) as response:
-        first = next(response.iter_raw())
+    with (
+        httpx.Client(base_url=proxy.base_url, timeout=10) as client,
+        client.stream(
+            "POST",
+            CHAT,
+            json={"messages": MESSAGES, "stream": True},
+            headers={"x-sim-ttft-ms": "0", "x-sim-token-ms": "400", "x-sim-tokens": "3"},
+        ) as response,
+    ):
+        chunks = response.iter_raw()
+        first = next(chunks)
         got_first = time.monotonic()
         assert first.startswith(b"data: ")
-        rest = b"".join(response.iter_raw())
-    upstream = simulator.recorder.last()
-    assert got_first < upstream.event_times[1]
-    assert first + rest == uninject_view(upstream.events)
+        rest = b"".join(chunks)
+    received = upstream.recorder.last()
+    assert got_first < received.event_times[1]
+    assert first + rest == uninject_view(received.events)
 
 
 def uninject_view(events: list[bytes]) -> bytes:
@@ -184,7 +186,7 @@ def test_replayed_azure_recordings_pass_byte_for_byte(proxy: Any, recorded: Path
 # -- other routes --------------------------------------------------------------------------------
 
 
-def test_embeddings_v1_and_responses_routes_through_the_sdk(proxy: Any, simulator: Any) -> None:
+def test_embeddings_v1_and_responses_routes_through_the_sdk(proxy: Any, upstream: Any) -> None:
     embedding = sdk(proxy).embeddings.create(model="text-embedding-3-small", input="hello")
     assert embedding.data[0].embedding
     v1 = openai.OpenAI(
@@ -214,17 +216,17 @@ def test_embeddings_v1_and_responses_routes_through_the_sdk(proxy: Any, simulato
 
 
 @pytest.mark.parametrize("status", [429, 400, 401])
-def test_upstream_errors_pass_through_with_headers(proxy: Any, simulator: Any, status: int) -> None:
+def test_upstream_errors_pass_through_with_headers(proxy: Any, upstream: Any, status: int) -> None:
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         response = client.post(
             CHAT, json={"messages": MESSAGES, "stream": True}, headers={"x-sim-status": str(status)}
         )
-    upstream = simulator.recorder.last()
+    sent = upstream.tap.last()
     assert response.status_code == status
-    assert response.content == upstream.sent_body
+    assert response.content == sent.body
     if status == 429:
-        assert response.headers["retry-after"] == upstream.sent_headers["retry-after"]
-        assert response.headers["retry-after-ms"] == upstream.sent_headers["retry-after-ms"]
+        assert response.headers["retry-after"] == sent.headers["retry-after"]
+        assert response.headers["retry-after-ms"] == sent.headers["retry-after-ms"]
     record = proxy.records(1)[0]
     assert record["response"]["status"] == status
     assert record["response"]["outcome"] == "upstream_error"
@@ -241,15 +243,15 @@ def test_sdk_sees_429_as_rate_limit_error_with_retry_after(proxy: Any) -> None:
     assert caught.value.response.headers["retry-after"]
 
 
-def test_malformed_json_is_a_400_without_calling_upstream(proxy: Any, simulator: Any) -> None:
-    before = len(simulator.recorder)
+def test_malformed_json_is_a_400_without_calling_upstream(proxy: Any, upstream: Any) -> None:
+    before = len(upstream.recorder)
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         bad = client.post(CHAT, content=b"{not json", headers={"content-type": "application/json"})
         array = client.post(CHAT, json=[1, 2])
     for response in (bad, array):
         assert response.status_code == 400
         assert set(response.json()["error"]) == {"code", "message"}
-    assert len(simulator.recorder) == before
+    assert len(upstream.recorder) == before
     records = proxy.records(2)
     assert all(r["response"]["outcome"] == "proxy_error" for r in records)
     assert records[0]["response"]["status"] == 400
@@ -274,7 +276,7 @@ def test_upstream_down_is_502_in_the_azure_error_shape(proxy_factory: Any, free_
     assert proxy.records(1)[0]["response"]["status"] == 502
 
 
-def test_upstream_slower_than_the_deadline_is_504(proxy_factory: Any, simulator: Any) -> None:
+def test_upstream_slower_than_the_deadline_is_504(proxy_factory: Any, upstream: Any) -> None:
     proxy = proxy_factory(response_timeout=0.3)
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         response = client.post(CHAT, json={"messages": MESSAGES}, headers={"x-sim-ttft-ms": "2000"})
@@ -283,7 +285,7 @@ def test_upstream_slower_than_the_deadline_is_504(proxy_factory: Any, simulator:
 
 
 def test_mid_stream_failure_ends_with_an_in_band_error_and_no_done(
-    proxy: Any, simulator: Any
+    proxy: Any, upstream: Any
 ) -> None:
     response = post_stream(proxy, {"messages": MESSAGES, "stream": True}, {"x-sim-fail-after": "3"})
     data = sse_data(response.content)
@@ -304,21 +306,24 @@ def test_mid_stream_failure_ends_with_an_in_band_error_and_no_done(
 
 
 def test_client_disconnect_closes_the_upstream_stream_and_is_recorded(
-    proxy: Any, simulator: Any
+    proxy: Any, upstream: Any
 ) -> None:
-    with httpx.Client(base_url=proxy.base_url, timeout=10) as client, client.stream(
-        "POST",
-        CHAT,
-        json={"messages": MESSAGES, "stream": True},
-        headers={"x-sim-ttft-ms": "0", "x-sim-token-ms": "200", "x-sim-tokens": "100"},
-    ) as response:
+    with (
+        httpx.Client(base_url=proxy.base_url, timeout=10) as client,
+        client.stream(
+            "POST",
+            CHAT,
+            json={"messages": MESSAGES, "stream": True},
+            headers={"x-sim-ttft-ms": "0", "x-sim-token-ms": "200", "x-sim-tokens": "100"},
+        ) as response,
+    ):
         next(response.iter_raw())
     deadline = time.monotonic() + 5
-    while not simulator.recorder.last().disconnected and time.monotonic() < deadline:
+    while not upstream.recorder.last().disconnected and time.monotonic() < deadline:
         time.sleep(0.02)
-    upstream = simulator.recorder.last()
-    assert upstream.disconnected
-    assert len(upstream.events) < 20  # closed long before the 100-token stream would have ended
+    received = upstream.recorder.last()
+    assert received.disconnected
+    assert len(received.events) < 20  # closed long before the 100-token stream would have ended
     record = proxy.records(1)[0]
     assert record["response"]["client_disconnected"] is True
     assert record["response"]["outcome"] == "client_disconnected"
@@ -329,7 +334,7 @@ def test_client_disconnect_closes_the_upstream_stream_and_is_recorded(
 
 
 def test_caller_credentials_never_reach_upstream_and_apim_context_is_recorded(
-    proxy: Any, simulator: Any
+    proxy: Any, upstream: Any
 ) -> None:
     headers = {
         "api-key": "caller-key",
@@ -343,7 +348,7 @@ def test_caller_credentials_never_reach_upstream_and_apim_context_is_recorded(
     }
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         client.post(CHAT, json={"messages": MESSAGES}, headers=headers)
-    upstream = simulator.recorder.last()
+    received = upstream.recorder.last()
     for name in (
         "api-key",
         "authorization",
@@ -351,9 +356,9 @@ def test_caller_credentials_never_reach_upstream_and_apim_context_is_recorded(
         "x-functions-key",
         "x-apim-subscription-id",
     ):
-        assert upstream.header(name) is None, name
-    assert upstream.header("accept-encoding") == "identity"
-    assert upstream.header("traceparent") == headers["traceparent"]
+        assert received.header(name) is None, name
+    assert received.header("accept-encoding") == "identity"
+    assert received.header("traceparent") == headers["traceparent"]
     record = proxy.records(1)[0]
     assert record["caller"]["subscription_id"] == "sub-42"
     assert record["caller"]["request_id"] == "apim-req-1"
@@ -362,24 +367,24 @@ def test_caller_credentials_never_reach_upstream_and_apim_context_is_recorded(
 
 
 def test_old_api_version_that_rejects_stream_options_is_resent_once_then_remembered(
-    proxy_factory: Any, simulator: Any
+    proxy_factory: Any, upstream: Any
 ) -> None:
     proxy = proxy_factory(inject_api_versions=frozenset({"2024-06-01"}))
     path = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-06-01"
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         first = client.post(path, json={"messages": MESSAGES, "stream": True})
-        simulator.recorder.clear()
+        upstream.recorder.clear()
         second = client.post(path, json={"messages": MESSAGES, "stream": True})
     assert first.status_code == second.status_code == 200
-    assert len(simulator.recorder) == 1  # remembered: no second injection attempt
-    assert "stream_options" not in simulator.recorder.last().json()
+    assert len(upstream.recorder) == 1  # remembered: no second injection attempt
+    assert "stream_options" not in upstream.recorder.last().json()
     records = proxy.records(2)
     assert [r["usage"]["source_reason"] for r in records] == [
         "api_version_rejected_stream_options"
     ] * 2
 
 
-def test_concurrent_streams_each_get_their_own_record(proxy: Any, simulator: Any) -> None:
+def test_concurrent_streams_each_get_their_own_record(proxy: Any, upstream: Any) -> None:
     async def one(client: httpx.AsyncClient, tokens: int) -> str:
         response = await client.post(
             CHAT,
