@@ -62,7 +62,7 @@ def completion_body(plan: CompletionPlan, meta: CallMeta) -> bytes:
         "object": "text_completion",
         "created": meta.created,
         "model": meta.model,
-        "prompt_filter_results": wire.prompt_filter_results(plan.prompts),
+        "prompt_filter_results": wire.prompt_filter_results(plan.prompts, jailbreak=False),
         "choices": [
             _choice(answer, i, plan.finish_reason, wire.CHUNK_FILTER) for i in range(plan.prompts)
         ],
@@ -79,7 +79,7 @@ def completion_events(plan: CompletionPlan, meta: CallMeta) -> Iterator[wire.Eve
         "object": "",
         "created": 0,
         "model": "",
-        "prompt_filter_results": wire.prompt_filter_results(plan.prompts),
+        "prompt_filter_results": wire.prompt_filter_results(plan.prompts, jailbreak=False),
         "choices": [],
     }
     yield wire.data_event(wire.dumps(first))

@@ -46,20 +46,13 @@ NOT_DETECTED: Final = {"filtered": False, "detected": False}
 FILTERED_MEDIUM: Final = {"filtered": True, "severity": "medium"}
 
 
-def prompt_filter_results(prompts: int = 1) -> list[dict[str, Any]]:
-    return [
-        {
-            "prompt_index": i,
-            "content_filter_results": {
-                "hate": SAFE,
-                "jailbreak": NOT_DETECTED,
-                "self_harm": SAFE,
-                "sexual": SAFE,
-                "violence": SAFE,
-            },
-        }
-        for i in range(prompts)
-    ]
+def prompt_filter_results(prompts: int = 1, jailbreak: bool = True) -> list[dict[str, Any]]:
+    """The prompt annotations; the legacy completions recording predates the jailbreak check."""
+    results: dict[str, Any] = {"hate": SAFE}
+    if jailbreak:
+        results["jailbreak"] = NOT_DETECTED
+    results.update({"self_harm": SAFE, "sexual": SAFE, "violence": SAFE})
+    return [{"prompt_index": i, "content_filter_results": results} for i in range(prompts)]
 
 
 # Per-chunk annotation on streamed text; role, tool-call and finish chunks carry `{}` instead.
