@@ -1,0 +1,112 @@
+"""Run the proxy locally.
+
+    python tools/run_local.py                      # offline: simulator + proxy on 127.0.0.1
+    python tools/run_local.py --proxy-only --port 8080
+                                                   # proxy only, upstream = $AZURE_OPENAI_ENDPOINT
+
+The offline mode needs no Azure account: the simulator answers like Azure OpenAI, upstream auth is
+off (allowed only for a loopback upstream) and usage records go to a local JSONL file. In
+--proxy-only mode every setting comes from the environment (docs/configuration.md); against a real
+Azure OpenAI resource, `DefaultAzureCredential` uses your `az login` / `azd auth login`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tools")]
+
+from aoai_proxy.asgi import create_app  # noqa: E402
+from aoai_proxy.config import ConfigError, Settings  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--proxy-only", action="store_true", help="no simulator; upstream from the environment"
+    )
+    parser.add_argument("--simulator-port", type=int, default=8090)
+    parser.add_argument(
+        "--usage-log", default="usage.jsonl", help="offline mode: where usage records go"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(serve(args))
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+async def serve(args: argparse.Namespace) -> None:
+    servers = []
+    if args.proxy_only:
+        settings = Settings.from_env()
+    else:
+        from aoai_simulator import SimulatorSettings
+        from aoai_simulator import create_app as create_simulator
+
+        simulator_url = f"http://127.0.0.1:{args.simulator_port}"
+        servers.append(
+            _server(create_simulator(SimulatorSettings()), "127.0.0.1", args.simulator_port)
+        )
+        settings = dataclasses.replace(
+            Settings(openai_endpoint=simulator_url),
+            upstream_auth="none",
+            sink="jsonl",
+            usage_log_path=args.usage_log,
+        )
+    servers.append(_server(create_app(lambda: settings), args.host, args.port))
+    _print_examples(args, settings)
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def _server(app: object, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    )
+
+
+def _print_examples(args: argparse.Namespace, settings: Settings) -> None:
+    base = f"http://{args.host}:{args.port}"
+    where = settings.usage_log_path if settings.sink == "jsonl" else settings.sink
+    print(
+        f"""
+Proxy on {base} -> {settings.openai_endpoint} (usage records: {where})
+
+curl -N {base}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21 \\
+  -H 'content-type: application/json' \\
+  -d '{{"messages":[{{"role":"user","content":"Hello"}}],"stream":true}}'
+
+python -c '
+from openai import AzureOpenAI
+client = AzureOpenAI(azure_endpoint="{base}", api_key="unused-locally", api_version="2024-10-21")
+for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
+        messages=[{{"role": "user", "content": "Hello"}}]):
+    print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+print()'
+
+Report: python -m aoai_proxy.report {settings.usage_log_path}   (with PYTHONPATH=src)
+Ctrl+C stops.
+""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    main()
