@@ -1,0 +1,83 @@
+"""Settings are validated once, and every error names the variable to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS, ConfigError, Settings
+
+BASE = {"AZURE_OPENAI_ENDPOINT": "https://my-aoai.openai.azure.com/"}
+
+
+def test_defaults_are_secure_and_local() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.openai_endpoint == "https://my-aoai.openai.azure.com"
+    assert settings.upstream_auth == "entra"
+    assert settings.sink == "jsonl"
+    assert settings.capture_content is False
+    assert settings.response_timeout < 230  # Azure ends silent HTTP-triggered calls at 230 s
+    assert settings.inject_api_versions == frozenset(DEFAULT_INJECT_API_VERSIONS)
+
+
+def test_empty_strings_from_azd_count_as_unset() -> None:
+    settings = Settings.from_env(
+        {**BASE, "AZURE_CLIENT_ID": "", "USAGE_SINK": "", "EVENTHUB_NAME": ""}
+    )
+    assert settings.managed_identity_client_id is None
+    assert settings.sink == "jsonl"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "AZURE_OPENAI_ENDPOINT"),
+        ({"AZURE_OPENAI_ENDPOINT": "my-aoai.openai.azure.com"}, "AZURE_OPENAI_ENDPOINT"),
+        ({**BASE, "PROXY_UPSTREAM_AUTH": "key"}, "PROXY_UPSTREAM_AUTH"),
+        ({**BASE, "PROXY_UPSTREAM_AUTH": "none"}, "PROXY_UPSTREAM_AUTH"),
+        ({**BASE, "PROXY_MAX_REQUEST_BYTES": "lots"}, "PROXY_MAX_REQUEST_BYTES"),
+        ({**BASE, "PROXY_RESPONSE_TIMEOUT_SECONDS": "0"}, "PROXY_RESPONSE_TIMEOUT_SECONDS"),
+        ({**BASE, "USAGE_CAPTURE_CONTENT": "maybe"}, "USAGE_CAPTURE_CONTENT"),
+        ({**BASE, "USAGE_SINK": "kafka"}, "USAGE_SINK"),
+        ({**BASE, "USAGE_SINK": "eventhub"}, "USAGE_SINK"),
+        (
+            {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://ns.servicebus.windows.net/"},
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE",
+        ),
+        (
+            {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net"},
+            "EVENTHUB_NAME",
+        ),
+    ],
+)
+def test_invalid_settings_fail_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_upstream_auth_can_be_off_only_for_a_loopback_simulator() -> None:
+    for endpoint in ("http://127.0.0.1:8090", "http://localhost:8090", "http://[::1]:8090"):
+        assert Settings.from_env({"AZURE_OPENAI_ENDPOINT": endpoint, "PROXY_UPSTREAM_AUTH": "none"})
+    with pytest.raises(ConfigError, match="loopback"):
+        Settings.from_env(
+            {"AZURE_OPENAI_ENDPOINT": "http://10.0.0.4", "PROXY_UPSTREAM_AUTH": "none"}
+        )
+
+
+def test_event_hub_settings_select_the_event_hub_sink() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net",
+            "EVENTHUB_NAME": "usage",
+            "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
+        }
+    )
+    assert settings.sink == "eventhub"
+    assert settings.deadletter_blob_service_uri == "https://st.blob.core.windows.net"
+
+
+def test_injection_allow_list_is_configurable() -> None:
+    settings = Settings.from_env(
+        {**BASE, "USAGE_INJECT_API_VERSIONS": "2025-04-01-preview, 2024-10-21"}
+    )
+    assert settings.inject_api_versions == {"2025-04-01-preview", "2024-10-21"}
