@@ -1,0 +1,575 @@
+"""End-to-end smoke test of a deployed environment, through API Management (docs/apim.md).
+
+Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test.py`.
+
+1. Reads the azd environment (`azd env get-values`; exported variables win).
+2. Fetches the first consumer's APIM subscription key at run time with the management API
+   (POST .../subscriptions/{sid}/listSecrets); it is never a Bicep output and is never printed.
+3. Notes the end of every partition of the usage hub, then calls the APIM gateway with the stock
+   `openai` SDK: one non-streamed and one streamed call with `AzureOpenAI`, and one non-streamed call
+   with `OpenAI` on the v1 API (it needs `default_headers={"api-key": key}`: APIM does not read a
+   bearer token as a subscription key).
+4. Reads the hub from the noted positions until, for each call, it finds the usage record named by the
+   response's `x-usage-record-id` and APIM's gateway event with the same request id (APIM sends those
+   in batches about 15 s apart), then prints a pass/fail table. Exit status 0 only when all pass.
+
+New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
+key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
+Credentials: your `azd auth login` (or `az login`); no key is stored anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+RETRY_WINDOW_SECONDS = 600.0
+EVENT_WAIT_SECONDS = 180.0
+# https://learn.microsoft.com/rest/api/apimanagement/current-ga/subscription/list-secrets
+APIM_API_VERSION = "2024-05-01"
+MANAGEMENT_SCOPE = "https://management.azure.com/.default"
+RETRYABLE_STATUS = frozenset({401, 403, 429, 500, 502, 503, 504})
+PROMPT = "Reply with the single word: pong"
+
+
+class SmokeTestError(Exception):
+    """A precondition failed (missing setting, key not retrievable): no table to print."""
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """Parse `azd env get-values` output: KEY="value" lines, shell-quoted."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, rest = line.partition("=")
+        try:
+            parts = shlex.split(rest)
+        except ValueError:
+            parts = [rest]
+        values[key.strip()] = parts[0] if parts else ""
+    return values
+
+
+def read_azd_env(
+    run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+) -> dict[str, str]:
+    try:
+        done = run(
+            ["azd", "env", "get-values"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_dotenv(done.stdout) if done.returncode == 0 else {}
+
+
+# azd outputs (infra/main.bicep) -> Settings field. azd passes "" for unset values: "" counts as unset.
+REQUIRED_SETTINGS = {
+    "APIM_GATEWAY_URL": "gateway_url",
+    "AZURE_SUBSCRIPTION_ID": "azure_subscription_id",
+    "AZURE_RESOURCE_GROUP": "resource_group",
+    "APIM_NAME": "apim_name",
+    "APIM_SUBSCRIPTION_NAME": "apim_subscription_name",
+    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "eventhub_namespace",
+    "EVENTHUB_NAME": "eventhub_name",
+    "AZURE_OPENAI_DEPLOYMENT": "deployment",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    gateway_url: str
+    azure_subscription_id: str
+    resource_group: str
+    apim_name: str
+    apim_subscription_name: str
+    eventhub_namespace: str
+    eventhub_name: str
+    consumer_group: str
+    deployment: str
+    api_version: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        missing = [name for name in REQUIRED_SETTINGS if not env.get(name)]
+        if missing:
+            raise SmokeTestError(
+                "missing setting(s): "
+                + ", ".join(missing)
+                + " (run `azd up` first, or export them)"
+            )
+        values = {attr: env[name] for name, attr in REQUIRED_SETTINGS.items()}
+        return cls(
+            **values,
+            # The smoke test reads with explicit positions and never checkpoints, so sharing the
+            # default consumer group with others is harmless.
+            consumer_group=env.get("SMOKE_CONSUMER_GROUP") or "$Default",
+            api_version=env.get("SMOKE_API_VERSION") or "2024-10-21",
+        )
+
+
+# ---------------------------------------------------------------- retries
+
+
+def status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return status
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """401/403 while roles and the host key propagate, 429/5xx while things warm up."""
+    status = status_of(exc)
+    if status is not None:
+        return status in RETRYABLE_STATUS
+    name = type(exc).__name__
+    text = str(exc).lower()
+    # azure-eventhub raises AuthenticationError, or a generic error naming amqp:unauthorized-access.
+    return name == "AuthenticationError" or "unauthorized" in text
+
+
+def backoff_delays(first: float = 5.0, cap: float = 60.0) -> Iterable[float]:
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, cap)
+
+
+def retry(
+    attempt: Callable[[], T],
+    *,
+    what: str,
+    window: float = RETRY_WINDOW_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> T:
+    deadline = clock() + window
+    for delay in backoff_delays():
+        try:
+            return attempt()
+        except Exception as exc:
+            if not is_retryable(exc) or clock() + delay > deadline:
+                raise
+            log(
+                f"  {what}: {type(exc).__name__} ({status_of(exc) or 'no status'}), retry in {delay:.0f}s"
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def aretry(
+    attempt: Callable[[], Any],
+    *,
+    what: str,
+    window: float = RETRY_WINDOW_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    log: Callable[[str], None] = print,
+) -> Any:
+    deadline = clock() + window
+    for delay in backoff_delays():
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_retryable(exc) or clock() + delay > deadline:
+                raise
+            log(f"  {what}: {type(exc).__name__}, retry in {delay:.0f}s")
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------- APIM subscription key
+
+
+def subscription_key_url(settings: Settings) -> str:
+    return (
+        f"https://management.azure.com/subscriptions/{settings.azure_subscription_id}"
+        f"/resourceGroups/{settings.resource_group}/providers/Microsoft.ApiManagement"
+        f"/service/{settings.apim_name}/subscriptions/{settings.apim_subscription_name}"
+        f"/listSecrets?api-version={APIM_API_VERSION}"
+    )
+
+
+def fetch_subscription_key(http: Any, credential: Any, settings: Settings) -> str:
+    """POST listSecrets with the caller's Entra token; returns the primary key (never printed)."""
+
+    def attempt() -> str:
+        token = credential.get_token(MANAGEMENT_SCOPE).token
+        response = http.post(
+            subscription_key_url(settings), headers={"Authorization": f"Bearer {token}"}
+        )
+        response.raise_for_status()
+        key = response.json().get("primaryKey")
+        if not key:
+            raise SmokeTestError("listSecrets returned no primaryKey")
+        return str(key)
+
+    return retry(attempt, what="APIM listSecrets")
+
+
+# ---------------------------------------------------------------- calls through the gateway
+
+
+@dataclass
+class CallOutcome:
+    name: str
+    status: int | None = None
+    usage_record_id: str | None = None
+    content_ok: bool = False
+    error: str | None = None
+
+
+def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutcome:
+    messages = [{"role": "user", "content": PROMPT}]
+    if not stream:
+        raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)
+        completion = raw.parse()
+        text = "".join((c.message.content or "") for c in completion.choices)
+        return CallOutcome(
+            name, raw.status_code, raw.headers.get("x-usage-record-id"), content_ok=bool(text)
+        )
+    with client.chat.completions.with_streaming_response.create(
+        model=model, messages=messages, stream=True
+    ) as response:
+        record_id = response.headers.get("x-usage-record-id")
+        chunks = 0
+        text = ""
+        for chunk in response.parse():
+            chunks += 1
+            for (
+                choice
+            ) in chunk.choices:  # Azure's first chunk has choices: [] (prompt filter results)
+                text += choice.delta.content or ""
+        return CallOutcome(
+            name, response.status_code, record_id, content_ok=chunks > 0 and bool(text)
+        )
+
+
+def make_clients(
+    settings: Settings, key: str, http_client: Any = None
+) -> list[tuple[str, Any, bool]]:
+    """(name, client, stream) for each call, configured exactly as docs/apim.md tells consumers."""
+    from openai import AzureOpenAI, OpenAI
+
+    # The SDK sends the key as `api-key`, the header the APIM API reads subscription keys from.
+    azure = AzureOpenAI(
+        azure_endpoint=settings.gateway_url,
+        api_key=key,
+        api_version=settings.api_version,
+        max_retries=0,
+        timeout=120,
+        http_client=http_client,
+    )
+    # v1 clients send `Authorization: Bearer <key>`, which APIM does not read as a subscription key.
+    v1 = OpenAI(
+        base_url=settings.gateway_url.rstrip("/") + "/openai/v1/",
+        api_key=key,
+        default_headers={"api-key": key},
+        max_retries=0,
+        timeout=120,
+        http_client=http_client,
+    )
+    return [
+        ("azure non-streamed", azure, False),
+        ("azure streamed", azure, True),
+        ("v1 non-streamed", v1, False),
+    ]
+
+
+def run_calls(
+    clients: Sequence[tuple[str, Any, bool]], model: str, **retry_kwargs: Any
+) -> list[CallOutcome]:
+    outcomes = []
+    for name, client, stream in clients:
+        try:
+            outcome = retry(
+                lambda c=client, n=name, s=stream: _chat_call(c, n, model, stream=s),
+                what=name,
+                **retry_kwargs,
+            )
+        except Exception as exc:
+            outcome = CallOutcome(name, status_of(exc), error=f"{type(exc).__name__}: {exc}"[:200])
+        outcomes.append(outcome)
+    return outcomes
+
+
+# ---------------------------------------------------------------- reading the hub
+
+
+async def snapshot_positions(consumer: Any) -> dict[str, int]:
+    """The last sequence number of every partition now (-1 when empty): read strictly after it."""
+    positions: dict[str, int] = {}
+    try:
+        for partition_id in await consumer.get_partition_ids():
+            props = await consumer.get_partition_properties(partition_id)
+            last = -1 if props.get("is_empty") else int(props["last_enqueued_sequence_number"])
+            positions[partition_id] = last
+    finally:
+        await consumer.close()
+    return positions
+
+
+def decode_event(body: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def collect_events(
+    consumer: Any,
+    positions: Mapping[str, int],
+    done: Callable[[list[dict[str, Any]]], bool],
+    *,
+    wait_seconds: float = EVENT_WAIT_SECONDS,
+) -> list[dict[str, Any]]:
+    """Receive from `positions` (exclusive) until `done(events)` or `wait_seconds`; always closes."""
+    events: list[dict[str, Any]] = []
+    found = asyncio.Event()
+
+    # Called with each batch, and with an empty one every max_wait_time seconds.
+    async def on_batch(_context: Any, batch: list[Any]) -> None:
+        for event in batch:
+            decoded = decode_event(event.body_as_str())
+            if decoded is not None:
+                events.append(decoded)
+        if done(events):
+            found.set()
+
+    starting = {pid: str(seq) for pid, seq in positions.items()}
+    receiving = asyncio.ensure_future(
+        consumer.receive_batch(
+            on_batch,
+            max_wait_time=5,
+            starting_position=starting,
+            starting_position_inclusive=False,
+        )
+    )
+    waiter = asyncio.ensure_future(found.wait())
+    try:
+        await asyncio.wait(
+            {receiving, waiter}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        waiter.cancel()
+        await consumer.close()
+        receiving.cancel()
+        await asyncio.gather(receiving, waiter, return_exceptions=True)
+    if receiving.done() and not receiving.cancelled() and receiving.exception() is not None:
+        raise receiving.exception()  # type: ignore[misc]
+    return events
+
+
+# ---------------------------------------------------------------- matching (pure)
+
+
+@dataclass
+class Check:
+    call: str
+    usage_record: bool = False
+    gateway_event: bool = False
+    same_subscription: bool = False
+    detail: str = ""
+    record: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.usage_record and self.gateway_event and self.same_subscription
+
+
+def index_events(
+    events: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, Mapping[str, Any]], dict[str, Mapping[str, Any]]]:
+    usage: dict[str, Mapping[str, Any]] = {}
+    gateway: dict[str, Mapping[str, Any]] = {}
+    for event in events:
+        if event.get("type") == "usage" and isinstance(event.get("record_id"), str):
+            usage[event["record_id"]] = event
+        elif event.get("type") == "gateway" and isinstance(event.get("request_id"), str):
+            gateway[event["request_id"].lower()] = event
+    return usage, gateway
+
+
+def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) -> list[Check]:
+    """Join each call's usage record (by x-usage-record-id) to APIM's gateway event (by request id)."""
+    usage, gateway = index_events(events)
+    checks = []
+    for outcome in outcomes:
+        check = Check(outcome.name)
+        checks.append(check)
+        if outcome.error or not outcome.usage_record_id:
+            check.detail = outcome.error or "no x-usage-record-id header in the response"
+            continue
+        record = usage.get(outcome.usage_record_id)
+        if record is None:
+            check.detail = f"usage record {outcome.usage_record_id} not found"
+            continue
+        check.usage_record = True
+        check.record = dict(record)
+        caller = record.get("caller") if isinstance(record.get("caller"), Mapping) else {}
+        request_id = str(caller.get("request_id") or "").lower()
+        if not request_id:
+            check.detail = "usage record has no caller.request_id (did the call bypass APIM?)"
+            continue
+        event = gateway.get(request_id)
+        if event is None:
+            check.detail = f"gateway event for request {request_id} not found"
+            continue
+        check.gateway_event = True
+        record_sub = caller.get("subscription_id") or ""
+        check.same_subscription = bool(record_sub) and record_sub == event.get("subscription_id")
+        if not check.same_subscription:
+            check.detail = "subscription ids differ between usage record and gateway event"
+        else:
+            check.detail = f"request {request_id}, status {event.get('status')}"
+    return checks
+
+
+def all_found(outcomes: Sequence[CallOutcome]) -> Callable[[list[dict[str, Any]]], bool]:
+    def done(events: list[dict[str, Any]]) -> bool:
+        wanted = [o for o in outcomes if o.usage_record_id and not o.error]
+        return all(c.usage_record and c.gateway_event for c in match(wanted, events))
+
+    return done
+
+
+def render_table(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> str:
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    rows = [("call", "http", "content", "usage record", "gateway event", "result", "detail")]
+    for outcome, check in zip(outcomes, checks, strict=True):
+        call_ok = outcome.error is None and outcome.status == 200 and outcome.content_ok
+        rows.append(
+            (
+                outcome.name,
+                str(outcome.status or "-"),
+                mark(outcome.content_ok),
+                mark(check.usage_record),
+                mark(check.gateway_event),
+                mark(call_ok and check.passed),
+                check.detail,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def passed(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> bool:
+    return all(
+        o.error is None and o.status == 200 and o.content_ok and c.passed
+        for o, c in zip(outcomes, checks, strict=True)
+    )
+
+
+# ---------------------------------------------------------------- wiring
+
+
+def build_credentials(tenant_id: str) -> tuple[Any, Any]:
+    """Sync (management API) and async (Event Hubs) credentials: azd login first, then az."""
+    from azure.identity import (
+        AzureCliCredential,
+        AzureDeveloperCliCredential,
+        ChainedTokenCredential,
+    )
+    from azure.identity.aio import AzureCliCredential as AioAzureCliCredential
+    from azure.identity.aio import AzureDeveloperCliCredential as AioAzureDeveloperCliCredential
+    from azure.identity.aio import ChainedTokenCredential as AioChainedTokenCredential
+
+    sync = ChainedTokenCredential(
+        AzureDeveloperCliCredential(tenant_id=tenant_id), AzureCliCredential(tenant_id=tenant_id)
+    )
+    aio = AioChainedTokenCredential(
+        AioAzureDeveloperCliCredential(tenant_id=tenant_id),
+        AioAzureCliCredential(tenant_id=tenant_id),
+    )
+    return sync, aio
+
+
+def make_consumer(settings: Settings, credential: Any) -> Any:
+    from azure.eventhub.aio import EventHubConsumerClient
+
+    return EventHubConsumerClient(
+        fully_qualified_namespace=settings.eventhub_namespace,
+        eventhub_name=settings.eventhub_name,
+        consumer_group=settings.consumer_group,
+        credential=credential,
+    )
+
+
+async def flow(
+    settings: Settings, key: str, credential: Any
+) -> tuple[list[CallOutcome], list[Check]]:
+    """Note the hub's positions, make the calls, then read the records and events they produced."""
+    positions = await aretry(
+        lambda: snapshot_positions(make_consumer(settings, credential)),
+        what="Event Hubs (Data Receiver role)",
+    )
+    clients = make_clients(settings, key)
+    outcomes = await asyncio.to_thread(run_calls, clients, settings.deployment)
+    print("Calls done; waiting for usage records and gateway events (APIM sends every ~15 s)...")
+    events = await collect_events(
+        make_consumer(settings, credential), positions, all_found(outcomes)
+    )
+    return outcomes, match(outcomes, events)
+
+
+def run(env: Mapping[str, str]) -> int:
+    import httpx
+
+    settings = Settings.from_env(env)
+    sync_credential, aio_credential = build_credentials(env.get("AZURE_TENANT_ID", ""))
+    print(f"Smoke test of {settings.gateway_url} (deployment {settings.deployment})")
+    with httpx.Client(timeout=60) as http:
+        key = fetch_subscription_key(http, sync_credential, settings)
+
+    async def main_flow() -> tuple[list[CallOutcome], list[Check]]:
+        try:
+            return await flow(settings, key, aio_credential)
+        finally:
+            await aio_credential.close()
+
+    outcomes, checks = asyncio.run(main_flow())
+    print(render_table(outcomes, checks))
+    ok = passed(outcomes, checks)
+    print("smoke test: PASS" if ok else "smoke test: FAIL")
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.parse_args(argv)
+    env = {**read_azd_env(), **{k: v for k, v in os.environ.items() if v}}
+    try:
+        return run(env)
+    except SmokeTestError as exc:
+        print(f"smoke test: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,435 @@
+"""scripts/smoke_test.py offline: settings, retries, the key fetch, SDK calls, hub reading, the join.
+
+The openai SDK runs for real against an in-memory transport (so the URLs and headers it sends are the
+ones a consumer's SDK sends); Azure SDK clients are autospec'd from the real classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from typing import Any
+from unittest.mock import create_autospec
+
+import httpx
+import httpx2
+import pytest
+from azure.core.credentials import AccessToken
+from azure.eventhub import EventData
+from azure.eventhub.aio import EventHubConsumerClient
+from azure.eventhub.exceptions import AuthenticationError
+from azure.identity import AzureCliCredential
+from scripts import smoke_test as st
+
+ENV = {
+    "APIM_GATEWAY_URL": "https://apim-x.azure-api.net",
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001",
+    "AZURE_RESOURCE_GROUP": "rg-dev",
+    "APIM_NAME": "apim-x",
+    "APIM_SUBSCRIPTION_NAME": "first-consumer",
+    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "evhns-x.servicebus.windows.net",
+    "EVENTHUB_NAME": "usage",
+    "AZURE_OPENAI_DEPLOYMENT": "chat",
+}
+SETTINGS = st.Settings.from_env(ENV)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+# ---------------------------------------------------------------- settings
+
+
+def test_azd_env_values_are_parsed_with_shell_quoting() -> None:
+    text = 'A="x"\nB="with space"\n# comment\n\nC=plain\nD=""\nE="a=b"\n'
+    assert st.parse_dotenv(text) == {"A": "x", "B": "with space", "C": "plain", "D": "", "E": "a=b"}
+
+
+def test_azd_env_is_read_with_get_values() -> None:
+    run = create_autospec(subprocess.run)
+    run.return_value = subprocess.CompletedProcess(
+        ["azd"], 0, stdout='APIM_NAME="apim-x"\n', stderr=""
+    )
+    assert st.read_azd_env(run) == {"APIM_NAME": "apim-x"}
+    assert run.call_args.args[0] == ["azd", "env", "get-values"]
+    run.return_value = subprocess.CompletedProcess(["azd"], 1, stdout="", stderr="no env")
+    assert st.read_azd_env(run) == {}
+    run.side_effect = FileNotFoundError("azd")
+    assert st.read_azd_env(run) == {}
+
+
+def test_missing_and_empty_settings_are_named() -> None:
+    env = {**ENV, "APIM_NAME": "", "EVENTHUB_NAME": ""}
+    del env["APIM_GATEWAY_URL"]
+    with pytest.raises(st.SmokeTestError) as info:
+        st.Settings.from_env(env)
+    assert "APIM_GATEWAY_URL, APIM_NAME, EVENTHUB_NAME" in str(info.value)
+
+
+def test_defaults_for_consumer_group_and_api_version() -> None:
+    assert SETTINGS.consumer_group == "$Default"
+    assert SETTINGS.api_version == "2024-10-21"
+    custom = st.Settings.from_env(
+        {**ENV, "SMOKE_CONSUMER_GROUP": "smoke", "SMOKE_API_VERSION": "2025-04-01-preview"}
+    )
+    assert (custom.consumer_group, custom.api_version) == ("smoke", "2025-04-01-preview")
+
+
+# ---------------------------------------------------------------- retries
+
+
+def status_error(status: int) -> httpx.HTTPStatusError:
+    request = httpx.Request("POST", "https://example.invalid")
+    return httpx.HTTPStatusError(
+        "x", request=request, response=httpx.Response(status, request=request)
+    )
+
+
+def test_401_and_403_are_retried_with_backoff_until_success() -> None:
+    clock = FakeClock()
+    results: list[Any] = [status_error(403), status_error(401), "ok"]
+
+    def attempt() -> str:
+        value = results.pop(0)
+        if isinstance(value, Exception):
+            raise value
+        return str(value)
+
+    assert st.retry(attempt, what="t", clock=clock, sleep=clock.sleep, log=lambda _: None) == "ok"
+    assert clock.sleeps == [5.0, 10.0]
+
+
+def test_retries_stop_after_the_ten_minute_window() -> None:
+    clock = FakeClock()
+
+    def attempt() -> str:
+        raise status_error(403)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        st.retry(attempt, what="t", clock=clock, sleep=clock.sleep, log=lambda _: None)
+    assert sum(clock.sleeps) <= st.RETRY_WINDOW_SECONDS
+    assert max(clock.sleeps) == 60.0
+
+
+def test_other_errors_are_not_retried() -> None:
+    clock = FakeClock()
+    calls = []
+
+    def attempt() -> str:
+        calls.append(1)
+        raise status_error(404)
+
+    with pytest.raises(httpx.HTTPStatusError):
+        st.retry(attempt, what="t", clock=clock, sleep=clock.sleep, log=lambda _: None)
+    assert calls == [1]
+    assert clock.sleeps == []
+
+
+def test_event_hubs_authentication_errors_are_retryable() -> None:
+    assert st.is_retryable(AuthenticationError("amqp:unauthorized-access"))
+    assert not st.is_retryable(ValueError("bad input"))
+
+
+# ---------------------------------------------------------------- subscription key
+
+
+def test_the_subscription_key_comes_from_list_secrets_with_an_entra_token() -> None:
+    http = create_autospec(httpx.Client, instance=True)
+    url = st.subscription_key_url(SETTINGS)
+    http.post.return_value = httpx.Response(
+        200, json={"primaryKey": "pk", "secondaryKey": "sk"}, request=httpx.Request("POST", url)
+    )
+    credential = create_autospec(AzureCliCredential, instance=True)
+    credential.get_token.return_value = AccessToken("arm-token", 0)
+
+    assert st.fetch_subscription_key(http, credential, SETTINGS) == "pk"
+    credential.get_token.assert_called_once_with("https://management.azure.com/.default")
+    assert http.post.call_args.args[0] == (
+        "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000001"
+        "/resourceGroups/rg-dev/providers/Microsoft.ApiManagement/service/apim-x"
+        "/subscriptions/first-consumer/listSecrets?api-version=2024-05-01"
+    )
+    assert http.post.call_args.kwargs["headers"] == {"Authorization": "Bearer arm-token"}
+
+
+# ---------------------------------------------------------------- calls through the gateway
+
+
+def completion_json() -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "pong"},
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 1, "total_tokens": 10},
+    }
+
+
+def sse_body() -> bytes:
+    # Azure's first event: no choices, empty id/model, prompt_filter_results.
+    events = [
+        {
+            "id": "",
+            "object": "",
+            "created": 0,
+            "model": "",
+            "choices": [],
+            "prompt_filter_results": [],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": "po"}, "finish_reason": None}
+            ],
+        },
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "ng"}, "finish_reason": "stop"}],
+        },
+    ]
+    return (
+        b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    )
+
+
+class Gateway:
+    """An in-memory APIM gateway: records requests, answers 403 first if asked (role propagation)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.requests: list[httpx2.Request] = []
+        self.fail_first = fail_first
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        if self.fail_first:
+            self.fail_first -= 1
+            return httpx2.Response(403, json={"statusCode": 403, "message": "not yet"})
+        record_id = f"rec-{len(self.requests)}"
+        if json.loads(request.content).get("stream"):
+            return httpx2.Response(
+                200,
+                headers={"content-type": "text/event-stream", "x-usage-record-id": record_id},
+                content=sse_body(),
+            )
+        return httpx2.Response(
+            200, headers={"x-usage-record-id": record_id}, json=completion_json()
+        )
+
+
+def test_consumers_sdks_reach_the_gateway_with_the_key_in_api_key() -> None:
+    gateway = Gateway()
+    clients = st.make_clients(
+        SETTINGS, "sub-key", http_client=httpx2.Client(transport=httpx2.MockTransport(gateway))
+    )
+    outcomes = st.run_calls(clients, "chat")
+
+    assert [(o.name, o.status, o.content_ok, o.error) for o in outcomes] == [
+        ("azure non-streamed", 200, True, None),
+        ("azure streamed", 200, True, None),
+        ("v1 non-streamed", 200, True, None),
+    ]
+    assert [o.usage_record_id for o in outcomes] == ["rec-1", "rec-2", "rec-3"]
+    paths = [(r.url.path, r.url.params.get("api-version")) for r in gateway.requests]
+    assert paths == [
+        ("/openai/deployments/chat/chat/completions", "2024-10-21"),
+        ("/openai/deployments/chat/chat/completions", "2024-10-21"),
+        ("/openai/v1/chat/completions", None),
+    ]
+    assert all(r.headers["api-key"] == "sub-key" for r in gateway.requests)
+    assert json.loads(gateway.requests[2].content)["model"] == "chat"
+
+
+def test_a_call_refused_while_roles_propagate_is_retried() -> None:
+    gateway = Gateway(fail_first=2)
+    clock = FakeClock()
+    clients = st.make_clients(
+        SETTINGS, "k", http_client=httpx2.Client(transport=httpx2.MockTransport(gateway))
+    )
+    outcomes = st.run_calls(clients[:1], "chat", clock=clock, sleep=clock.sleep, log=lambda _: None)
+    assert outcomes[0].status == 200
+    assert clock.sleeps == [5.0, 10.0]
+
+
+def test_a_call_that_keeps_failing_is_reported_not_raised() -> None:
+    def not_found(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(404, json={"error": {"code": "DeploymentNotFound", "message": "no"}})
+
+    clients = st.make_clients(
+        SETTINGS, "k", http_client=httpx2.Client(transport=httpx2.MockTransport(not_found))
+    )
+    (outcome,) = st.run_calls(clients[:1], "chat")
+    assert outcome.status == 404
+    assert outcome.error is not None
+    assert outcome.error.startswith("NotFoundError")
+
+
+# ---------------------------------------------------------------- reading the hub
+
+
+def consumer_mock() -> Any:
+    return create_autospec(EventHubConsumerClient, instance=True)
+
+
+def test_positions_are_the_last_sequence_numbers_and_the_client_is_closed() -> None:
+    consumer = consumer_mock()
+    consumer.get_partition_ids.return_value = ["0", "1"]
+    consumer.get_partition_properties.side_effect = [
+        {"is_empty": False, "last_enqueued_sequence_number": 41},
+        {"is_empty": True, "last_enqueued_sequence_number": -1},
+    ]
+    assert asyncio.run(st.snapshot_positions(consumer)) == {"0": 41, "1": -1}
+    consumer.close.assert_awaited_once()
+
+
+def test_events_are_read_after_the_positions_until_everything_is_found() -> None:
+    consumer = consumer_mock()
+    wanted = {"type": "usage", "record_id": "r1"}
+
+    async def receive_batch(on_event_batch: Any, **kwargs: Any) -> None:
+        assert kwargs["starting_position"] == {"0": "41", "1": "-1"}
+        assert kwargs["starting_position_inclusive"] is False
+        await on_event_batch(
+            None, [EventData("not json"), EventData(json.dumps({"type": "other"}))]
+        )
+        await on_event_batch(None, [EventData(json.dumps(wanted))])
+        await asyncio.Event().wait()  # a real receiver runs until closed
+
+    consumer.receive_batch.side_effect = receive_batch
+    done = lambda events: wanted in events  # noqa: E731
+    events = asyncio.run(st.collect_events(consumer, {"0": 41, "1": -1}, done, wait_seconds=5))
+    assert events == [{"type": "other"}, wanted]
+    consumer.close.assert_awaited_once()
+
+
+def test_reading_gives_up_after_the_wait_and_still_closes() -> None:
+    consumer = consumer_mock()
+
+    async def receive_batch(on_event_batch: Any, **kwargs: Any) -> None:
+        await asyncio.Event().wait()
+
+    consumer.receive_batch.side_effect = receive_batch
+    assert (
+        asyncio.run(st.collect_events(consumer, {"0": 1}, lambda _: False, wait_seconds=0.05)) == []
+    )
+    consumer.close.assert_awaited_once()
+
+
+def test_a_receiver_error_is_raised() -> None:
+    consumer = consumer_mock()
+    consumer.receive_batch.side_effect = AuthenticationError("unauthorized")
+    with pytest.raises(AuthenticationError):
+        asyncio.run(st.collect_events(consumer, {"0": 1}, lambda _: False, wait_seconds=5))
+
+
+# ---------------------------------------------------------------- the join
+
+
+def usage(record_id: str, request_id: str, subscription: str = "first-consumer") -> dict[str, Any]:
+    return {
+        "type": "usage",
+        "record_id": record_id,
+        "caller": {"request_id": request_id, "subscription_id": subscription},
+    }
+
+
+def gateway_event(request_id: str, subscription: str = "first-consumer") -> dict[str, Any]:
+    return {
+        "type": "gateway",
+        "request_id": request_id,
+        "subscription_id": subscription,
+        "status": 200,
+    }
+
+
+def outcome(name: str, record_id: str | None) -> st.CallOutcome:
+    return st.CallOutcome(name, 200, record_id, content_ok=True)
+
+
+def test_each_call_joins_its_usage_record_to_the_gateway_event() -> None:
+    outcomes = [outcome("a", "r1"), outcome("b", "r2")]
+    events = [
+        usage("r1", "REQ-1"),
+        gateway_event("req-1"),  # APIM's Guid text may differ in case
+        usage("r2", "req-2"),
+        gateway_event("req-2"),
+        usage("other", "req-3"),
+    ]
+    checks = st.match(outcomes, events)
+    assert [c.passed for c in checks] == [True, True]
+    assert st.passed(outcomes, checks)
+    assert st.all_found(outcomes)(events)
+
+
+@pytest.mark.parametrize(
+    ("events", "detail"),
+    [
+        ([], "usage record r1 not found"),
+        ([usage("r1", "")], "no caller.request_id"),
+        ([usage("r1", "q1")], "gateway event for request q1 not found"),
+        ([usage("r1", "q1"), gateway_event("q1", "someone-else")], "subscription ids differ"),
+    ],
+)
+def test_a_missing_or_mismatched_piece_fails_with_a_reason(
+    events: list[dict[str, Any]], detail: str
+) -> None:
+    outcomes = [outcome("a", "r1")]
+    (check,) = st.match(outcomes, events)
+    assert not check.passed
+    assert detail in check.detail
+    assert not st.passed(outcomes, [check])
+
+
+def test_a_failed_call_fails_without_looking_for_records() -> None:
+    failed = st.CallOutcome("a", 403, None, error="PermissionDeniedError: no")
+    (check,) = st.match([failed], [usage("r1", "q1")])
+    assert check.detail == "PermissionDeniedError: no"
+    assert st.all_found([failed])([])  # nothing to wait for
+
+
+def test_the_table_shows_one_row_per_call_with_pass_or_fail() -> None:
+    outcomes = [
+        outcome("azure streamed", "r1"),
+        st.CallOutcome("v1 non-streamed", 404, None, error="NotFoundError"),
+    ]
+    checks = st.match(outcomes, [usage("r1", "q1"), gateway_event("q1")])
+    lines = st.render_table(outcomes, checks).splitlines()
+    assert lines[0].split()[:2] == ["call", "http"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert "azure streamed" in lines[2]
+    assert lines[2].count("PASS") == 4
+    assert "v1 non-streamed" in lines[3]
+    assert "FAIL" in lines[3]
+
+
+def test_main_without_settings_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(st, "read_azd_env", lambda: {})
+    for name in st.REQUIRED_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    assert st.main([]) == 2
+    assert "missing setting(s)" in capsys.readouterr().err
