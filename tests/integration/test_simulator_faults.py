@@ -8,6 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -136,7 +137,9 @@ def test_client_disconnect_is_recorded(simulator: SimulatorServer) -> None:
     assert len(record.events) < 20
 
 
-def test_bearer_token_is_required_when_configured(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_bearer_token_is_required_when_configured(
+    simulator_factory: Callable[..., SimulatorServer],
+) -> None:
     sim = simulator_factory(required_bearer_token="secret-token")
     assert post(sim).status_code == 401
     assert post(sim, **{"Authorization": "Bearer wrong"}).status_code == 401
@@ -158,7 +161,7 @@ def test_recorder_keeps_what_upstream_received(simulator: SimulatorServer) -> No
     )  # filter, role, 20 tokens, finish, DONE
 
 
-def test_recorder_is_bounded(simulator_factory) -> None:  # type: ignore[no-untyped-def]
+def test_recorder_is_bounded(simulator_factory: Callable[..., SimulatorServer]) -> None:
     sim = simulator_factory(recorder_size=3)
     for _ in range(5):
         post(sim)
@@ -257,3 +260,9 @@ def test_cli_serves_from_the_repository_root() -> None:
         process.wait(timeout=10)
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_v1_calls_need_a_model(simulator: SimulatorServer) -> None:
+    response = post(simulator, CHAT_BODY, url=f"{simulator.v1_url}chat/completions")
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "model"

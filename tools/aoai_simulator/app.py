@@ -5,6 +5,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from . import operations as ops
 from . import routes
 from .recorder import Recorder
 from .replay import ReplayStore
@@ -12,16 +13,16 @@ from .settings import SimulatorSettings
 
 # (path, operation): the deployments routes need ?api-version=, the v1 ones take the deployment
 # name from the body's `model`.
-_ROUTES: tuple[tuple[str, str, routes.Operation], ...] = (
-    ("POST", "/openai/deployments/{deployment}/chat/completions", routes.CHAT),
-    ("POST", "/openai/deployments/{deployment}/completions", routes.COMPLETIONS),
-    ("POST", "/openai/deployments/{deployment}/embeddings", routes.EMBEDDINGS),
-    ("POST", "/openai/responses", routes.RESPONSES),
-    ("GET", "/openai/models", routes.MODELS),
-    ("POST", "/openai/v1/chat/completions", routes.V1_CHAT),
-    ("POST", "/openai/v1/embeddings", routes.V1_EMBEDDINGS),
-    ("POST", "/openai/v1/responses", routes.V1_RESPONSES),
-    ("GET", "/openai/v1/models", routes.V1_MODELS),
+_ROUTES: tuple[tuple[str, str, ops.Operation], ...] = (
+    ("POST", "/openai/deployments/{deployment}/chat/completions", ops.CHAT),
+    ("POST", "/openai/deployments/{deployment}/completions", ops.COMPLETIONS),
+    ("POST", "/openai/deployments/{deployment}/embeddings", ops.EMBEDDINGS),
+    ("POST", "/openai/responses", ops.RESPONSES),
+    ("GET", "/openai/models", ops.MODELS),
+    ("POST", "/openai/v1/chat/completions", ops.V1_CHAT),
+    ("POST", "/openai/v1/embeddings", ops.V1_EMBEDDINGS),
+    ("POST", "/openai/v1/responses", ops.V1_RESPONSES),
+    ("GET", "/openai/v1/models", ops.V1_MODELS),
 )
 
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -33,7 +34,7 @@ def create_app(settings: SimulatorSettings | None = None) -> Starlette:
     recorder = Recorder(settings.recorder_size)
     replays = ReplayStore(settings.fixtures_dir)
 
-    def endpoint(op: routes.Operation | None) -> routes.Endpoint:
+    def endpoint(op: ops.Operation | None) -> routes.Endpoint:
         return routes.Endpoint(op, settings, recorder, replays)
 
     table = [Route(path, endpoint(op), methods=[method]) for method, path, op in _ROUTES]

@@ -26,6 +26,11 @@ class ErrorAnswer:
 
 def _answer(status: int, body: str, settings: SimulatorSettings, **extra: str) -> ErrorAnswer:
     apim_id, _ = wire.request_ids()
+    if status == 401:
+        # The gateway refuses before any backend is chosen: the recording has just these two.
+        return ErrorAnswer(
+            status, body.encode(), {"Content-Type": wire.JSON, "apim-request-id": apim_id}
+        )
     headers = {
         "Content-Type": wire.JSON,
         "Strict-Transport-Security": _HSTS,
@@ -157,6 +162,11 @@ def invalid_request(
     settings: SimulatorSettings, message: str, param: str | None = None, code: str | None = None
 ) -> ErrorAnswer:
     return _answer(400, _openai_error(message, param, code), settings)
+
+
+def missing_parameter(settings: SimulatorSettings, name: str) -> ErrorAnswer:
+    message = f"Missing required parameter: '{name}'."
+    return invalid_request(settings, message, name, "missing_required_parameter")
 
 
 def invalid_json(settings: SimulatorSettings) -> ErrorAnswer:

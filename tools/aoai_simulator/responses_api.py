@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import text, wire
-from .chat import ToolCall, output_budget, plan_tool_calls
+from .chat import output_budget
 from .controls import Controls
+from .tool_calls import ToolCall, plan_tool_calls
 from .usage import Usage
 
 

@@ -1,0 +1,104 @@
+"""Chat completion chunks as Azure streams them (recordings chat_stream.sse, chat_stream_usage.sse,
+tools_stream.sse): the prompt-filter event first (`"choices":[]`, empty id/model), a role chunk,
+one chunk per token or tool-call fragment with `content_filter_results`, a finish chunk with
+`"delta":{}`, the usage chunk only with include_usage, then `data: [DONE]`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from . import wire
+from .chat import CallMeta, ChatPlan
+from .usage import Usage
+
+
+class _Envelope:
+    """The chunk fields around `choices`, serialised once per stream (1,000 concurrent streams
+    should not re-encode the same id/model/fingerprint for every token)."""
+
+    def __init__(self, meta: CallMeta, include_usage: bool, obfuscate: bool) -> None:
+        self._mid = (
+            f'],"created":{meta.created},"id":{wire.dumps(meta.id)},'
+            f'"model":{wire.dumps(meta.model)},'
+        )
+        self._tail = (
+            f'"object":"chat.completion.chunk","system_fingerprint":'
+            f"{wire.dumps(meta.system_fingerprint)}"
+        )
+        self._usage_null = ',"usage":null}' if include_usage else "}"
+        self._obfuscate = obfuscate
+        self._seq = 0
+
+    def _obf(self) -> str:
+        self._seq += 1
+        return f'"obfuscation":"{wire.obfuscation(self._seq)}",' if self._obfuscate else ""
+
+    def chunk(self, choice: dict[str, Any], content: bool = False) -> wire.Event:
+        payload = '{"choices":[' + wire.dumps(choice) + self._mid + self._obf() + self._tail
+        return wire.data_event(payload + self._usage_null, content)
+
+    def usage_chunk(self, usage: Usage) -> wire.Event:
+        payload = '{"choices":[' + self._mid + self._obf() + self._tail
+        return wire.data_event(payload + ',"usage":' + wire.dumps(usage.chat()) + "}")
+
+
+def prompt_filter_event(prompts: int = 1) -> wire.Event:
+    first = {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": wire.prompt_filter_results(prompts),
+    }
+    return wire.data_event(wire.dumps(first))
+
+
+def _delta(
+    index: int, delta: dict[str, Any], filters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "content_filter_results": {} if filters is None else filters,
+        "delta": delta,
+        "finish_reason": None,
+        "index": index,
+        "logprobs": None,
+    }
+
+
+def chat_events(
+    plan: ChatPlan, meta: CallMeta, include_usage: bool, obfuscate: bool = True
+) -> Iterator[wire.Event]:
+    env = _Envelope(meta, include_usage, obfuscate)
+    yield prompt_filter_event()
+    if plan.tool_calls:
+        yield env.chunk(_delta(0, {"content": None, "role": "assistant"}))
+        for k, call in enumerate(plan.tool_calls):
+            head = {
+                "function": {"arguments": "", "name": call.name},
+                "id": call.id,
+                "index": k,
+                "type": "function",
+            }
+            yield env.chunk(_delta(0, {"tool_calls": [head]}), content=True)
+            for fragment in call.fragments:
+                part = {"function": {"arguments": fragment}, "index": k}
+                yield env.chunk(_delta(0, {"tool_calls": [part]}), content=True)
+    else:
+        for index in range(len(plan.choices)):
+            role = {"content": "", "refusal": None, "role": "assistant"}
+            yield env.chunk(_delta(index, role))
+        # n>1: choices advance together, one token each in turn, as OpenAI interleaves them.
+        for position in range(max(len(t) for t in plan.choices)):
+            for index, tokens in enumerate(plan.choices):
+                if position < len(tokens):
+                    delta = {"content": tokens[position]}
+                    yield env.chunk(_delta(index, delta, wire.CHUNK_FILTER), content=True)
+    for index in range(len(plan.choices)):
+        finish = _delta(index, {}, wire.CHUNK_FILTER_BLOCKED if plan.filtered else {})
+        finish["finish_reason"] = plan.finish_reason
+        yield env.chunk(finish)
+    if include_usage:
+        yield env.usage_chunk(plan.usage)
+    yield wire.Event(wire.DONE)
