@@ -21,12 +21,15 @@ _AUTH_CHOICES: tuple[UpstreamAuth, ...] = ("entra", "none")
 _SINK_CHOICES: tuple[SinkKind, ...] = ("eventhub", "jsonl", "log")
 
 # Dated api-versions whose chat completions accept stream_options.include_usage (the v1 API always
-# does). Checked against the API reference (learn.microsoft.com/azure/ai-foundry/openai/reference and
-# reference-preview): the parameter appears from 2024-09-01-preview on; the GA 2024-10-21 spec lists it.
+# does). The preview references list it from 2024-09-01-preview on
+# (learn.microsoft.com/azure/ai-foundry/openai/reference-preview). The GA 2024-10-21 reference does
+# not (Azure/azure-rest-api-specs, specification/cognitiveservices/data-plane/AzureOpenAI/inference/
+# stable/2024-10-21/inference.json: createChatCompletionRequest has no stream_options), so it is not
+# listed; operators may add it with USAGE_INJECT_API_VERSIONS, which is safe: a 400 naming
+# stream_options makes the proxy resend without it and stop injecting for that version.
 DEFAULT_INJECT_API_VERSIONS: tuple[str, ...] = (
     "2024-09-01-preview",
     "2024-10-01-preview",
-    "2024-10-21",
     "2024-12-01-preview",
     "2025-01-01-preview",
     "2025-02-01-preview",

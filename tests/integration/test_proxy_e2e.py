@@ -15,7 +15,7 @@ import pytest
 
 from aoai_proxy.sse import SSEFramer, parse_event
 
-API_VERSION = "2024-10-21"
+API_VERSION = "2025-04-01-preview"
 CHAT = f"/openai/deployments/gpt-4o-mini/chat/completions?api-version={API_VERSION}"
 MESSAGES = [{"role": "user", "content": "What is 4200 + 42?"}]
 

@@ -21,7 +21,9 @@ SETTINGS = Settings(openai_endpoint="https://example.openai.azure.com")
 ROUTES = {spec.name: spec for spec in PROXY_ROUTES}
 
 
-def chat_call(body: dict[str, object], *, api_version: str = "2024-10-21", v1: bool = False):
+def chat_call(
+    body: dict[str, object], *, api_version: str = "2025-04-01-preview", v1: bool = False
+):
     spec = ROUTES["v1_chat_completions" if v1 else "chat_completions"]
     return parse_call(
         spec=spec,
@@ -137,3 +139,16 @@ def test_a_400_naming_stream_options_is_a_rejection() -> None:
     assert rejects_stream_options(400, body)
     assert not rejects_stream_options(400, b'{"error":{"code":"content_filter"}}')
     assert not rejects_stream_options(429, body)
+
+
+def test_ga_2024_10_21_is_not_injected_unless_the_operator_lists_it() -> None:
+    # Its API reference has no stream_options; USAGE_INJECT_API_VERSIONS can opt in.
+    ga = chat_call({"stream": True}, api_version="2024-10-21")
+    assert (
+        injection_decision(ga, SETTINGS, RejectedVersions())
+        == "api_version_not_in_injection_allow_list"
+    )
+    opted_in = Settings(
+        openai_endpoint=SETTINGS.openai_endpoint, inject_api_versions=frozenset({"2024-10-21"})
+    )
+    assert injection_decision(ga, opted_in, RejectedVersions()) is None
