@@ -89,13 +89,13 @@ def _print_examples(args: argparse.Namespace, settings: Settings) -> None:
         f"""
 Proxy on {base} -> {settings.openai_endpoint} (usage records: {where})
 
-curl -N {base}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21 \\
+curl -N {base}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2025-04-01-preview \\
   -H 'content-type: application/json' \\
   -d '{{"messages":[{{"role":"user","content":"Hello"}}],"stream":true}}'
 
 python -c '
 from openai import AzureOpenAI
-client = AzureOpenAI(azure_endpoint="{base}", api_key="unused-locally", api_version="2024-10-21")
+client = AzureOpenAI(azure_endpoint="{base}", api_key="unused-locally", api_version="2025-04-01-preview")
 for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
         messages=[{{"role": "user", "content": "Hello"}}]):
     print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
