@@ -77,14 +77,15 @@ class Upstream:
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
                 raise UpstreamUnreachable(
-                    f"Azure OpenAI did not accept a connection: {exc!r}"
+                    "Azure OpenAI did not accept a connection in time."
                 ) from exc
             raise UpstreamTimeout(
                 f"Azure OpenAI sent no response within {settings.response_timeout:g} s. "
                 "Long generations should use stream=true."
             ) from exc
         except httpx.TransportError as exc:
-            raise UpstreamUnreachable(f"Azure OpenAI could not be reached: {exc!r}") from exc
+            # The details (host, errno) go to the log with the traceback, not to the caller.
+            raise UpstreamUnreachable("Azure OpenAI could not be reached.") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()
