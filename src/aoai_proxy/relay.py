@@ -108,17 +108,18 @@ async def _relay_events(
         try:
             async for chunk in upstream.aiter_raw():
                 received = now_ms()
-                meter.response_bytes += len(chunk)
                 events = framer.feed(chunk)
                 if not events:
                     continue
                 out = event_filter(events) if event_filter else b"".join(events)
                 if out:
                     meter.first_byte_sent()
+                    meter.response_bytes += len(out)
                     yield out
                 _observe(meter, events, received)  # after the client has the bytes
             rest = framer.flush()
             if rest:
+                meter.response_bytes += len(rest)
                 yield rest
                 _observe(meter, [rest], now_ms())
         except httpx.HTTPError as exc:
@@ -131,7 +132,9 @@ async def _relay_events(
             )
             meter.fail("stream_failed", code, message)
             # No fake [DONE]: the partial event (if any) is dropped and the error is in-band.
-            yield stream_error_event(code, message)
+            error_event = stream_error_event(code, message)
+            meter.response_bytes += len(error_event)
+            yield error_event
     except (asyncio.CancelledError, GeneratorExit):
         meter.disconnected()
         raise
