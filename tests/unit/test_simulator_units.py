@@ -109,3 +109,18 @@ def test_replayed_events_join_to_the_recorded_bytes(recorded: Path) -> None:
         store.get("../fixtures/chat_stream")
     with pytest.raises(UnknownRecording):
         ReplayStore(None).get("chat_stream")
+
+
+@pytest.mark.parametrize("token", ["Hello", ' "quoted"', " naïve", "\n"])
+def test_templated_text_choice_equals_the_serialised_dict(token: str) -> None:
+    from aoai_simulator.chat_stream import content_choice
+    from aoai_simulator.wire import CHUNK_FILTER, dumps
+
+    expected = {
+        "content_filter_results": CHUNK_FILTER,
+        "delta": {"content": token},
+        "finish_reason": None,
+        "index": 3,
+        "logprobs": None,
+    }
+    assert content_choice(3, token) == dumps(expected)

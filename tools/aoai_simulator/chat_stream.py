@@ -6,6 +6,7 @@ one chunk per token or tool-call fragment with `content_filter_results`, a finis
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from . import wire
@@ -35,7 +36,10 @@ class _Envelope:
         return f'"obfuscation":"{wire.obfuscation(self._seq)}",' if self._obfuscate else ""
 
     def chunk(self, choice: dict[str, Any], content: bool = False) -> wire.Event:
-        payload = '{"choices":[' + wire.dumps(choice) + self._mid + self._obf() + self._tail
+        return self.chunk_json(wire.dumps(choice), content)
+
+    def chunk_json(self, choice: str, content: bool = False) -> wire.Event:
+        payload = '{"choices":[' + choice + self._mid + self._obf() + self._tail
         return wire.data_event(payload + self._usage_null, content)
 
     def usage_chunk(self, usage: Usage) -> wire.Event:
@@ -67,6 +71,18 @@ def _delta(
     }
 
 
+# Text chunks are most of all events: their choice is assembled from pre-serialised parts (the
+# same bytes `wire.dumps(_delta(...))` gives; a unit test holds the two together).
+_CONTENT_HEAD = (
+    '{"content_filter_results":' + wire.dumps(wire.CHUNK_FILTER) + ',"delta":{"content":'
+)
+_token_json = lru_cache(maxsize=4096)(wire.dumps)
+
+
+def content_choice(index: int, token: str) -> str:
+    return f'{_CONTENT_HEAD}{_token_json(token)}}},"finish_reason":null,"index":{index},"logprobs":null}}'
+
+
 def chat_events(
     plan: ChatPlan, meta: CallMeta, include_usage: bool, obfuscate: bool = True
 ) -> Iterator[wire.Event]:
@@ -93,8 +109,7 @@ def chat_events(
         for position in range(max(len(t) for t in plan.choices)):
             for index, tokens in enumerate(plan.choices):
                 if position < len(tokens):
-                    delta = {"content": tokens[position]}
-                    yield env.chunk(_delta(index, delta, wire.CHUNK_FILTER), content=True)
+                    yield env.chunk_json(content_choice(index, tokens[position]), content=True)
     for index in range(len(plan.choices)):
         finish = _delta(index, {}, wire.CHUNK_FILTER_BLOCKED if plan.filtered else {})
         finish["finish_reason"] = plan.finish_reason

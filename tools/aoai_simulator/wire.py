@@ -81,7 +81,8 @@ _ALPHABET: Final = string.ascii_letters + string.digits
 
 
 def random_id(prefix: str, length: int) -> str:
-    return prefix + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # One urandom call per id (not per character): ids are made for every call and tool call.
+    return prefix + "".join(_ALPHABET[b % len(_ALPHABET)] for b in secrets.token_bytes(length))
 
 
 def request_ids() -> tuple[str, str]:
