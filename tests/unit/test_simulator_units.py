@@ -124,3 +124,29 @@ def test_templated_text_choice_equals_the_serialised_dict(token: str) -> None:
         "logprobs": None,
     }
     assert content_choice(3, token) == dumps(expected)
+
+
+def test_async_filter_mode_annotates_after_the_text_and_after_finish_reason() -> None:
+    plan = plan_chat(
+        {"messages": [{"role": "user", "content": "hi"}]},
+        controls(**{"x-sim-tokens": "15", "x-sim-content-filter": "async"}),
+    )
+    raw = [e.data for e in chat_events(plan, META, include_usage=False)]
+    assert raw[-1] == b"data: [DONE]\n\n"
+    events = [json.loads(e[6:]) for e in raw[:-1]]
+    text = [
+        e for e in events if e["id"] and e["choices"] and e["choices"][0]["delta"].get("content")
+    ]
+    assert all(e["choices"][0]["content_filter_results"] == {} for e in text)
+    annotations = [
+        e for e in events if e["choices"] and "content_filter_offsets" in e["choices"][0]
+    ]
+    assert len(annotations) == 2
+    finish_at = next(
+        i for i, e in enumerate(events) if e["choices"] and e["choices"][0].get("finish_reason")
+    )
+    assert events.index(annotations[-1]) > finish_at
+    offsets = [a["choices"][0]["content_filter_offsets"] for a in annotations]
+    assert offsets[0]["start_offset"] == 0
+    assert offsets[1]["start_offset"] == offsets[0]["end_offset"]
+    assert offsets[1]["end_offset"] == sum(len(t) for t in plan.choices[0])

@@ -23,6 +23,7 @@ class ChatPlan:
     tool_calls: tuple[ToolCall, ...]
     filtered: bool
     usage: Usage
+    async_filter: bool = False  # Azure's Asynchronous Filter streaming mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,7 @@ def plan_chat(body: dict[str, Any], controls: Controls) -> ChatPlan:
         finish_reason=finish,
         tool_calls=(),
         filtered=filtered,
+        async_filter=controls.content_filter == "async",
         usage=Usage(prompt_tokens, completion, controls.cached_tokens, reasoning),
     )
 

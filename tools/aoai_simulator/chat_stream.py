@@ -76,11 +76,31 @@ def _delta(
 _CONTENT_HEAD = (
     '{"content_filter_results":' + wire.dumps(wire.CHUNK_FILTER) + ',"delta":{"content":'
 )
+# Asynchronous Filter mode: tokens go out unannotated, the verdicts follow in separate events.
+_UNFILTERED_HEAD = '{"content_filter_results":{},"delta":{"content":'
 _token_json = lru_cache(maxsize=4096)(wire.dumps)
 
 
-def content_choice(index: int, token: str) -> str:
-    return f'{_CONTENT_HEAD}{_token_json(token)}}},"finish_reason":null,"index":{index},"logprobs":null}}'
+def content_choice(index: int, token: str, annotated: bool = True) -> str:
+    head = _CONTENT_HEAD if annotated else _UNFILTERED_HEAD
+    return f'{head}{_token_json(token)}}},"finish_reason":null,"index":{index},"logprobs":null}}'
+
+
+# Asynchronous Filter annotations (learn.microsoft.com azure/foundry/openai/concepts/
+# content-streaming): choice-only events with `content_filter_offsets`, empty id/model, sent
+# after the text they judge, so the last ones arrive after finish_reason.
+ANNOTATE_EVERY = 10
+
+
+def annotation_event(index: int, start: int, end: int) -> wire.Event:
+    choice = {
+        "content_filter_offsets": {"check_offset": start, "start_offset": start, "end_offset": end},
+        "content_filter_results": wire.CHUNK_FILTER,
+        "finish_reason": None,
+        "index": index,
+    }
+    event = {"choices": [choice], "created": 0, "id": "", "model": "", "object": ""}
+    return wire.data_event(wire.dumps(event))
 
 
 def chat_events(
@@ -105,15 +125,38 @@ def chat_events(
         for index in range(len(plan.choices)):
             role = {"content": "", "refusal": None, "role": "assistant"}
             yield env.chunk(_delta(index, role))
-        # n>1: choices advance together, one token each in turn, as OpenAI interleaves them.
-        for position in range(max(len(t) for t in plan.choices)):
-            for index, tokens in enumerate(plan.choices):
-                if position < len(tokens):
-                    yield env.chunk_json(content_choice(index, tokens[position]), content=True)
+        yield from _text_chunks(plan, env)
     for index in range(len(plan.choices)):
         finish = _delta(index, {}, wire.CHUNK_FILTER_BLOCKED if plan.filtered else {})
         finish["finish_reason"] = plan.finish_reason
         yield env.chunk(finish)
+    if plan.async_filter:
+        yield from _late_annotations(plan)
     if include_usage:
         yield env.usage_chunk(plan.usage)
     yield wire.Event(wire.DONE)
+
+
+def _text_chunks(plan: ChatPlan, env: _Envelope) -> Iterator[wire.Event]:
+    annotated = not plan.async_filter
+    checked = [0] * len(plan.choices)  # characters already annotated, per choice
+    sent = [0] * len(plan.choices)
+    # n>1: choices advance together, one token each in turn, as OpenAI interleaves them.
+    for position in range(max(len(t) for t in plan.choices)):
+        for index, tokens in enumerate(plan.choices):
+            if position < len(tokens):
+                token = tokens[position]
+                yield env.chunk_json(content_choice(index, token, annotated), content=True)
+                sent[index] += len(token)
+                if plan.async_filter and (position + 1) % ANNOTATE_EVERY == 0:
+                    yield annotation_event(index, checked[index], sent[index])
+                    checked[index] = sent[index]
+
+
+def _late_annotations(plan: ChatPlan) -> Iterator[wire.Event]:
+    for index, tokens in enumerate(plan.choices):
+        done = len(tokens) - len(tokens) % ANNOTATE_EVERY
+        start = sum(len(t) for t in tokens[:done])
+        end = start + sum(len(t) for t in tokens[done:])
+        if end > start:
+            yield annotation_event(index, start, end)

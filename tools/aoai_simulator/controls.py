@@ -9,7 +9,8 @@
 | x-sim-retry-after       | seconds announced by a simulated 429                                |
 | x-sim-fail-after        | cut the connection after N content events of a stream               |
 | x-sim-content-filter    | `completion`: stream ends with finish_reason content_filter;        |
-|                         | `prompt`: the 400 content-filter error                              |
+|                         | `prompt`: the 400 content-filter error; `async`: Asynchronous       |
+|                         | Filter mode (annotation-only events, some after finish_reason)      |
 | x-sim-reasoning-tokens  | reasoning tokens reported in usage (added to completion tokens)     |
 | x-sim-cached-tokens     | cached prompt tokens reported in usage                              |
 | x-sim-tool-calls        | how many tool calls to make when `tools` are given (default 1)      |
@@ -25,7 +26,7 @@ from starlette.datastructures import Headers
 
 from .settings import SimulatorSettings
 
-ContentFilterMode = Literal["none", "completion", "prompt"]
+ContentFilterMode = Literal["none", "completion", "prompt", "async"]
 
 
 class BadControl(ValueError):
@@ -75,8 +76,10 @@ class Controls:
     @classmethod
     def from_headers(cls, headers: Headers, settings: SimulatorSettings) -> Controls:
         mode = headers.get("x-sim-content-filter", "none").strip().lower() or "none"
-        if mode not in ("none", "completion", "prompt"):
-            raise BadControl(f"x-sim-content-filter must be completion or prompt, got {mode!r}")
+        if mode not in ("none", "completion", "prompt", "async"):
+            raise BadControl(
+                f"x-sim-content-filter must be completion, prompt or async, got {mode!r}"
+            )
         status = _int(headers, "x-sim-status", None)
         if status is not None and not 400 <= status <= 599:
             raise BadControl(f"x-sim-status must be an error status (400-599), got {status}")
