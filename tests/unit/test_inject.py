@@ -52,7 +52,8 @@ def test_uninjected_recorded_stream_has_the_shape_of_the_plain_recording(recorde
     theirs = [parse_event(raw) for raw in events_of(plain)]
     assert len(ours) == len(theirs) == 14
     for mine, azure in zip(ours, theirs, strict=True):
-        assert mine is not None and azure is not None
+        assert mine is not None
+        assert azure is not None
         if azure.data == "[DONE]":
             assert mine.data == "[DONE]"
             continue

@@ -47,7 +47,8 @@ def test_stream_with_provider_usage_gives_exact_tokens(recorded: Path) -> None:
     meter.upstream_headers(200, {"x-ms-region": "East US", "apim-request-id": "up-1"})
     feed_stream(meter, (recorded / "chat_stream_usage.sse").read_bytes())
     record = meter.finish()
-    assert record["type"] == "usage" and record["schema_version"] == SCHEMA_VERSION
+    assert record["type"] == "usage"
+    assert record["schema_version"] == SCHEMA_VERSION
     assert record["usage"] == {
         "prompt_tokens": 16,
         "completion_tokens": 11,
