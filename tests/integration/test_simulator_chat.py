@@ -4,6 +4,7 @@ include_usage behaviour, tool-call deltas, n>1, limits, and the official SDK par
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,32 @@ def test_sdk_accumulates_streamed_tool_calls(simulator: SimulatorServer) -> None
     assert finish == "tool_calls"
     assert names == {0: "secret_retrieval_tool"}
     assert json.loads(arguments[0]) == {"password": "simulated"}
+
+
+_PER_CALL = re.compile(rb'"(id|created|obfuscation)":("[^"]*"|\d+)')
+
+
+def _normalise(body: bytes) -> bytes:
+    return _PER_CALL.sub(rb'"\1":_', body)
+
+
+def test_plain_stream_is_the_usage_stream_minus_usage_null_and_the_usage_event_byte_for_byte(
+    simulator: SimulatorServer, recorded: Path
+) -> None:
+    # The byte-level edit the proxy applies when it un-injects include_usage, on our output...
+    plain = post(simulator, {**PROMPT, "stream": True}).content
+    usage = post(
+        simulator, {**PROMPT, "stream": True, "stream_options": {"include_usage": True}}
+    ).content
+    events = split_events(usage)
+    edited = b"".join(
+        e.replace(b',"usage":null}', b"}") + b"\n\n" for e in events[:-2] + events[-1:]
+    )
+    assert _normalise(edited) == _normalise(plain)
+    # ...and on Azure's recorded pair (different calls, so only the structure can match).
+    live_plain = split_events((recorded / "chat_stream.sse").read_bytes())
+    live_usage = split_events((recorded / "chat_stream_usage.sse").read_bytes())
+    live_edited = [e.replace(b',"usage":null}', b"}") for e in live_usage[:-2] + live_usage[-1:]]
+    assert len(live_edited) == len(live_plain)
+    for ours, theirs in zip(live_edited, live_plain, strict=True):
+        assert kinds(ours + b"\n\n") == kinds(theirs + b"\n\n")

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from .settings import SimulatorSettings
+from .streaming import StreamCut
+
+
+class _HideStreamCuts(logging.Filter):
+    """x-sim-fail-after cuts streams on purpose; uvicorn would log each one as a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], StreamCut))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, SimulatorSettings]:
@@ -63,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         flush=True,
     )
     # Many concurrent streams: no access log, and a backlog large enough for a burst of 1,000.
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -71,3 +80,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         backlog=4096,
     )
+    # After Config: it (re)configures uvicorn's loggers.
+    logging.getLogger("uvicorn.error").addFilter(_HideStreamCuts())
+    uvicorn.Server(config).run()
