@@ -155,3 +155,24 @@ def test_models_are_listed_on_both_surfaces(simulator: SimulatorServer) -> None:
     with httpx.Client(timeout=TIMEOUT) as client:
         dated = client.get(f"{simulator.base_url}/openai/models?api-version=2024-10-21")
     assert dated.status_code == 200
+
+
+def test_sdk_parses_a_streamed_responses_function_call(simulator: SimulatorServer) -> None:
+    tool = {
+        "type": "function",
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }
+    with openai.OpenAI(base_url=simulator.v1_url, api_key="unused", max_retries=0) as client:
+        events = list(
+            client.responses.create(
+                model="gpt-4o-mini", input="weather?", tools=[tool], stream=True
+            )  # type: ignore[list-item]
+        )
+    deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert deltas == done.arguments
+    assert json.loads(done.arguments) == {"city": "simulated"}
+    completed = events[-1]
+    assert completed.type == "response.completed"
+    assert completed.response.output[0].type == "function_call"

@@ -75,6 +75,9 @@ def test_errors_reuse_azures_bodies(simulator: SimulatorServer, recorded: Path) 
     live = json.loads((recorded / "error_400_content_filter.json").read_bytes())
     assert filtered.status_code == 400
     assert filtered.json() == live
+    meta = json.loads((recorded / "error_400_content_filter.meta.json").read_text())
+    assert {n.lower() for n, _ in meta["headers"]} <= set(filtered.headers)
+    assert filtered.headers["x-ms-deployment-name"] == "gpt-4o-mini"
     unauthorized = post(simulator, **{"x-sim-status": "401"})
     assert unauthorized.content == (recorded / "error_401.json").read_bytes()
     no_version = post(simulator, url=f"{simulator.base_url}/openai/deployments/d/chat/completions")

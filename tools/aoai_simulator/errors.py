@@ -103,7 +103,7 @@ def rate_limited(
     )
 
 
-def content_filtered(settings: SimulatorSettings) -> ErrorAnswer:
+def content_filtered(settings: SimulatorSettings, deployment: str = "") -> ErrorAnswer:
     # Azure bills this call: the prompt was evaluated, then refused (error_400_content_filter).
     message = (
         "The response was filtered due to the prompt triggering Azure OpenAI's content "
@@ -126,7 +126,16 @@ def content_filtered(settings: SimulatorSettings) -> ErrorAnswer:
         "status": 400,
         "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": result},
     }
-    return _answer(400, wire.dumps({"error": error}), settings)
+    # The model deployment saw the prompt, so the deployment and rate-limit headers are there.
+    limits = {
+        "x-ms-deployment-name": deployment,
+        "x-ms-rai-invoked": "true",
+        "x-ratelimit-limit-requests": str(settings.rate_limit_requests),
+        "x-ratelimit-limit-tokens": str(settings.rate_limit_tokens),
+        "x-ratelimit-remaining-requests": str(settings.rate_limit_requests - 1),
+        "x-ratelimit-remaining-tokens": str(settings.rate_limit_tokens - 1),
+    }
+    return _answer(400, wire.dumps({"error": error}), settings, **limits)
 
 
 def server_error(settings: SimulatorSettings, status: int = 500) -> ErrorAnswer:
@@ -180,13 +189,18 @@ def invalid_json(settings: SimulatorSettings) -> ErrorAnswer:
 
 
 def for_status(
-    settings: SimulatorSettings, status: int, operation: str, api_version: str, retry_after_s: int
+    settings: SimulatorSettings,
+    status: int,
+    operation: str,
+    api_version: str,
+    retry_after_s: int,
+    deployment: str = "",
 ) -> ErrorAnswer:
     """The answer for `x-sim-status: <status>`."""
     if status == 429:
         return rate_limited(settings, operation, api_version, retry_after_s)
     if status == 400:
-        return content_filtered(settings)
+        return content_filtered(settings, deployment)
     if status == 401:
         return unauthorized(settings)
     if status == 404:

@@ -71,8 +71,11 @@ class Endpoint:
             return error_answer(errors.invalid_request(settings, str(exc)), record)
         if controls.replay is not None:
             return self._replay(controls, record)
+        # Simulated failures come before the body is read; v1 names the deployment in the body,
+        # which these answers only echo, so the path's (or none) is good enough here.
+        named = request.path_params.get("deployment", "")
         if controls.content_filter == "prompt":
-            return error_answer(errors.content_filtered(settings), record)
+            return error_answer(errors.content_filtered(settings, named), record)
         if controls.status is not None:
             answer = errors.for_status(
                 settings,
@@ -80,6 +83,7 @@ class Endpoint:
                 op.azure_name,
                 api_version or "v1",
                 controls.retry_after_s,
+                named,
             )
             return error_answer(answer, record)
         body: Any = {}

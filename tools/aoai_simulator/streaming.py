@@ -130,9 +130,13 @@ class DelayedBody:
         self._record.status = self._status
         if self._delay_s > 0:
             await asyncio.sleep(self._delay_s)
-        await send(
-            {"type": "http.response.start", "status": self._status, "headers": self._headers}
-        )
-        await send({"type": "http.response.body", "body": self._body, "more_body": False})
+        try:
+            await send(
+                {"type": "http.response.start", "status": self._status, "headers": self._headers}
+            )
+            await send({"type": "http.response.body", "body": self._body, "more_body": False})
+        except OSError:  # the caller gave up while the answer was being "generated"
+            self._record.disconnected = True
+            return
         self._record.event_times.append(time.monotonic())
         self._record.completed = True
