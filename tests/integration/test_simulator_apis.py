@@ -14,6 +14,11 @@ from tests.integration.sse_shapes import shape, split_events
 from tests.loopback import SimulatorServer
 
 TIMEOUT = httpx.Timeout(10.0)
+WEATHER_TOOL = {  # the Responses API's flat function-tool layout
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
 
 
 def test_sdk_parses_float_and_base64_embeddings_with_the_same_numbers(
@@ -113,13 +118,10 @@ def test_responses_stream_is_named_events_without_done(simulator: SimulatorServe
 
 
 def test_responses_function_calls_and_limits(simulator: SimulatorServer) -> None:
-    tool = {
-        "type": "function",
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    }
     with openai.OpenAI(base_url=simulator.v1_url, api_key="unused", max_retries=0) as client:
-        called = client.responses.create(model="gpt-4o-mini", input="weather?", tools=[tool])  # type: ignore[list-item]
+        called = client.responses.create(
+            model="gpt-4o-mini", input="weather?", tools=[WEATHER_TOOL]
+        )  # type: ignore[list-item]
         limited = client.responses.create(
             model="gpt-4o-mini",
             input="hi",
@@ -158,15 +160,10 @@ def test_models_are_listed_on_both_surfaces(simulator: SimulatorServer) -> None:
 
 
 def test_sdk_parses_a_streamed_responses_function_call(simulator: SimulatorServer) -> None:
-    tool = {
-        "type": "function",
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-    }
     with openai.OpenAI(base_url=simulator.v1_url, api_key="unused", max_retries=0) as client:
         events = list(
             client.responses.create(
-                model="gpt-4o-mini", input="weather?", tools=[tool], stream=True
+                model="gpt-4o-mini", input="weather?", tools=[WEATHER_TOOL], stream=True
             )  # type: ignore[list-item]
         )
     deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
