@@ -1,5 +1,6 @@
-// The whole platform except API Management: azd provisions this at subscription scope (it creates the
-// resource group), then deploys src/ to the Function App tagged azd-service-name: api.
+// The whole platform: azd provisions this at subscription scope (it creates the resource group), then
+// deploys src/ to the Function App tagged azd-service-name: api. Consumers call API Management
+// (docs/apim.md), which relays to the Function App.
 // Keyless throughout: no resource accepts keys, and no output carries one.
 // azd Bicep conventions: https://learn.microsoft.com/azure/developer/azure-developer-cli/make-azd-compatible
 targetScope = 'subscription'
@@ -113,6 +114,29 @@ param eventHubPartitionCount int = 2
 @maxValue(7)
 param eventHubRetentionDays int = 7
 
+// ---- API Management (docs/apim.md) ----
+@description('APIM tier (azd env set APIM_SKU ...). Consumption is not offered: it cannot hold SSE streams open.')
+@allowed([
+  'BasicV2'
+  'StandardV2'
+  'Developer'
+])
+param apimSku string = 'BasicV2'
+
+@description('APIM scale units.')
+@minValue(1)
+@maxValue(10)
+param apimSkuCapacity int = 1
+
+@description('APIM publisher name (developer portal, notifications).')
+param apimPublisherName string = 'AOAI usage proxy'
+
+@description('APIM publisher email: receives APIM system notifications (azd env set APIM_PUBLISHER_EMAIL ...).')
+param apimPublisherEmail string = 'noreply@example.com'
+
+@description('APIM subscription created for the first consumer; its key is fetched at run time, never output.')
+param apimSubscriptionName string = 'first-consumer'
+
 // ---- Storage ----
 @description('Blob container for usage records that could not be sent yet (DEADLETTER_CONTAINER).')
 @minLength(3)
@@ -128,6 +152,7 @@ var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 // Container names: 3-63 lowercase letters, digits and hyphens.
 var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
 var openAiAccountName = '${abbrs.cognitiveServicesAccounts}${resourceToken}'
+var apimName = '${abbrs.apiManagementService}${resourceToken}'
 
 // https://learn.microsoft.com/azure/templates/microsoft.resources/resourcegroups
 resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
@@ -141,6 +166,17 @@ module identity 'modules/identity.bicep' = {
   scope: rg
   params: {
     name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+// APIM's own identity, created before APIM so its roles (rbac.bicep) exist before the loggers do.
+module apimIdentity 'modules/identity.bicep' = {
+  name: 'apim-identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}apim-${resourceToken}'
     location: location
     tags: tags
   }
@@ -228,6 +264,7 @@ module rbac 'modules/rbac.bicep' = {
   scope: rg
   params: {
     functionPrincipalId: identity.outputs.principalId
+    apimPrincipalId: apimIdentity.outputs.principalId
     deployerPrincipalId: principalId
     deployerPrincipalType: principalType
     openAiAccountName: openAi.outputs.name
@@ -236,6 +273,43 @@ module rbac 'modules/rbac.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
+}
+
+// The service alone: the slow part (minutes on v2 tiers, up to 75 on Developer) starts in parallel
+// with the rest of the platform.
+module apim 'modules/apim.bicep' = {
+  name: 'apim'
+  scope: rg
+  params: {
+    name: apimName
+    location: location
+    tags: tags
+    skuName: apimSku
+    skuCapacity: apimSkuCapacity
+    publisherName: apimPublisherName
+    publisherEmail: apimPublisherEmail
+    identityId: apimIdentity.outputs.id
+  }
+}
+
+// The API, loggers, backend and subscription: after rbac, so the loggers' identity can already send.
+module apimApi 'modules/apim-api.bicep' = {
+  name: 'apim-api'
+  scope: rg
+  params: {
+    apimName: apim.outputs.name
+    identityClientId: apimIdentity.outputs.clientId
+    functionAppHostName: functionApp.outputs.defaultHostName
+    functionAppName: functionApp.outputs.name
+    eventHubNamespaceHost: eventHubs.outputs.fullyQualifiedNamespace
+    eventHubName: eventHubs.outputs.hubName
+    appInsightsId: monitoring.outputs.applicationInsightsId
+    appInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    subscriptionName: apimSubscriptionName
+  }
+  dependsOn: [
+    rbac
+  ]
 }
 
 // ---- Outputs: azd writes them into .azure/<env>/.env. Names match docs/configuration.md. ----
@@ -263,3 +337,13 @@ output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalI
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output DEADLETTER_CONTAINER string = storage.outputs.deadLetterContainerName
 output AZURE_APPLICATION_INSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+
+// API Management. Names only: the subscription key is fetched at run time (docs/apim.md), and the
+// Function key lives only in APIM's secret named value, set by the postdeploy hook.
+output APIM_NAME string = apim.outputs.name
+output APIM_GATEWAY_URL string = apim.outputs.gatewayUrl
+output APIM_API_PATH string = apimApi.outputs.apiPath
+output APIM_PRODUCT_NAME string = apimApi.outputs.productName
+output APIM_SUBSCRIPTION_NAME string = apimApi.outputs.subscriptionName
+output APIM_FUNCTION_KEY_NAMED_VALUE string = apimApi.outputs.functionKeyNamedValueName
+output APIM_IDENTITY_CLIENT_ID string = apimIdentity.outputs.clientId

@@ -7,6 +7,9 @@
 @description('Principal id of the Function App\'s user-assigned identity.')
 param functionPrincipalId string
 
+@description('Principal id of the user-assigned identity of API Management (its loggers).')
+param apimPrincipalId string
+
 @description('Object id of the person or pipeline running azd (AZURE_PRINCIPAL_ID); empty to skip.')
 param deployerPrincipalId string = ''
 
@@ -98,6 +101,32 @@ resource functionMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// ---- API Management's identity: its Event Hub and Application Insights loggers (docs/apim.md) ----
+
+// Gateway events (log-to-eventhub) go to the usage hub only.
+// https://learn.microsoft.com/azure/api-management/api-management-howto-log-event-hubs
+resource apimEventHubSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: eventHub
+  name: guid(eventHub.id, apimPrincipalId, roles.eventHubsDataSender)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataSender)
+    principalId: apimPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Request telemetry with Entra ID auth (local auth is off on the component).
+// https://learn.microsoft.com/azure/api-management/api-management-howto-app-insights
+resource apimMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: appInsights
+  name: guid(appInsights.id, apimPrincipalId, roles.monitoringMetricsPublisher)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: apimPrincipalId
     principalType: 'ServicePrincipal'
   }
 }

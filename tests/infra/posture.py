@@ -63,6 +63,9 @@ REQUIRED_ROLES: list[tuple[str, str, str]] = [
         "Azure Event Hubs Data Receiver",
         "Microsoft.EventHub/namespaces/eventhubs",
     ),
+    # APIM's loggers (docs/apim.md): gateway events to the hub, telemetry to App Insights.
+    ("apimPrincipalId", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces/eventhubs"),
+    ("apimPrincipalId", "Monitoring Metrics Publisher", "Microsoft.Insights/components"),
 ]
 
 _SECRET_VALUE = re.compile(
@@ -264,7 +267,7 @@ def role_problems(rbac_raw: str) -> list[str]:
             continue
         granted.add((principal, ROLE_NAMES.get(guid, guid), target.type))
         if (
-            principal == "functionPrincipalId"
+            principal in ("functionPrincipalId", "apimPrincipalId")
             and inner.get("principalType") != "'ServicePrincipal'"
         ):
             problems.append(f"{res.symbol}: a managed identity's principalType is ServicePrincipal")
