@@ -160,6 +160,8 @@ resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
     displayName: 'Azure OpenAI (usage-metered)'
     description: 'Azure OpenAI-compatible API; streamed and non-streamed calls, one usage record per call'
     path: 'openai'
+    // The policy routes to the backend entity (with its key); this is only the API's documented URL.
+    serviceUrl: 'https://${functionAppHostName}/openai'
     protocols: [
       'https'
     ]
