@@ -119,7 +119,9 @@ class Settings:
             # The smoke test reads with explicit positions and never checkpoints, so sharing the
             # default consumer group with others is harmless.
             consumer_group=env.get("SMOKE_CONSUMER_GROUP") or "$Default",
-            api_version=env.get("SMOKE_API_VERSION") or "2024-10-21",
+            # On the proxy's default injection list (docs/usage-record.md), so the streamed call is
+            # metered exactly even though the SDK does not ask for usage.
+            api_version=env.get("SMOKE_API_VERSION") or "2025-04-01-preview",
         )
 
 
@@ -388,12 +390,27 @@ class Check:
     usage_record: bool = False
     gateway_event: bool = False
     same_subscription: bool = False
+    tokens: int | None = None
     detail: str = ""
     record: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def passed(self) -> bool:
-        return self.usage_record and self.gateway_event and self.same_subscription
+        return (
+            self.usage_record
+            and self.gateway_event
+            and self.same_subscription
+            and self.tokens is not None
+        )
+
+
+def counted_tokens(record: Mapping[str, Any]) -> int | None:
+    """total_tokens when the record has exact counts (usage.source provider or injected)."""
+    usage = record.get("usage")
+    if not isinstance(usage, Mapping) or usage.get("source") not in ("provider", "injected"):
+        return None
+    total = usage.get("total_tokens")
+    return total if isinstance(total, int) and total > 0 else None
 
 
 def index_events(
@@ -425,6 +442,7 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
             continue
         check.usage_record = True
         check.record = dict(record)
+        check.tokens = counted_tokens(record)
         caller = record.get("caller") if isinstance(record.get("caller"), Mapping) else {}
         request_id = str(caller.get("request_id") or "").lower()
         if not request_id:
@@ -439,8 +457,11 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
         check.same_subscription = bool(record_sub) and record_sub == event.get("subscription_id")
         if not check.same_subscription:
             check.detail = "subscription ids differ between usage record and gateway event"
+        elif check.tokens is None:
+            check.detail = f"no exact token counts in the record: {record.get('usage')}"
         else:
-            check.detail = f"request {request_id}, status {event.get('status')}"
+            source = record["usage"]["source"]
+            check.detail = f"request {request_id}, status {event.get('status')}, {source} usage"
     return checks
 
 
@@ -456,7 +477,9 @@ def render_table(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> st
     def mark(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
-    rows = [("call", "http", "content", "usage record", "gateway event", "result", "detail")]
+    rows = [
+        ("call", "http", "content", "usage record", "tokens", "gateway event", "result", "detail")
+    ]
     for outcome, check in zip(outcomes, checks, strict=True):
         call_ok = outcome.error is None and outcome.status == 200 and outcome.content_ok
         rows.append(
@@ -465,6 +488,7 @@ def render_table(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> st
                 str(outcome.status or "-"),
                 mark(outcome.content_ok),
                 mark(check.usage_record),
+                str(check.tokens) if check.tokens is not None else "FAIL",
                 mark(check.gateway_event),
                 mark(call_ok and check.passed),
                 check.detail,

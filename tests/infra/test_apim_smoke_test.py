@@ -79,7 +79,7 @@ def test_missing_and_empty_settings_are_named() -> None:
 
 def test_defaults_for_consumer_group_and_api_version() -> None:
     assert SETTINGS.consumer_group == "$Default"
-    assert SETTINGS.api_version == "2024-10-21"
+    assert SETTINGS.api_version == "2025-04-01-preview"
     custom = st.Settings.from_env(
         {**ENV, "SMOKE_CONSUMER_GROUP": "smoke", "SMOKE_API_VERSION": "2025-04-01-preview"}
     )
@@ -255,8 +255,8 @@ def test_consumers_sdks_reach_the_gateway_with_the_key_in_api_key() -> None:
     assert [o.usage_record_id for o in outcomes] == ["rec-1", "rec-2", "rec-3"]
     paths = [(r.url.path, r.url.params.get("api-version")) for r in gateway.requests]
     assert paths == [
-        ("/openai/deployments/chat/chat/completions", "2024-10-21"),
-        ("/openai/deployments/chat/chat/completions", "2024-10-21"),
+        ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
+        ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
         ("/openai/v1/chat/completions", None),
     ]
     assert all(r.headers["api-key"] == "sub-key" for r in gateway.requests)
@@ -348,11 +348,19 @@ def test_a_receiver_error_is_raised() -> None:
 # ---------------------------------------------------------------- the join
 
 
-def usage(record_id: str, request_id: str, subscription: str = "first-consumer") -> dict[str, Any]:
+def usage(
+    record_id: str, request_id: str, subscription: str = "first-consumer", source: str = "injected"
+) -> dict[str, Any]:
+    counted = source != "none"
     return {
         "type": "usage",
         "record_id": record_id,
         "caller": {"request_id": request_id, "subscription_id": subscription},
+        "usage": {
+            "source": source,
+            "source_reason": None if counted else "api_version_not_in_injection_allow_list",
+            "total_tokens": 46 if counted else None,
+        },
     }
 
 
@@ -391,6 +399,7 @@ def test_each_call_joins_its_usage_record_to_the_gateway_event() -> None:
         ([usage("r1", "")], "no caller.request_id"),
         ([usage("r1", "q1")], "gateway event for request q1 not found"),
         ([usage("r1", "q1"), gateway_event("q1", "someone-else")], "subscription ids differ"),
+        ([usage("r1", "q1", source="none"), gateway_event("q1")], "no exact token counts"),
     ],
 )
 def test_a_missing_or_mismatched_piece_fails_with_a_reason(
@@ -421,6 +430,7 @@ def test_the_table_shows_one_row_per_call_with_pass_or_fail() -> None:
     assert set(lines[1].replace(" ", "")) == {"-"}
     assert "azure streamed" in lines[2]
     assert lines[2].count("PASS") == 4
+    assert " 46 " in lines[2]
     assert "v1 non-streamed" in lines[3]
     assert "FAIL" in lines[3]
 
