@@ -173,3 +173,18 @@ def test_sdk_parses_a_streamed_responses_function_call(simulator: SimulatorServe
     completed = events[-1]
     assert completed.type == "response.completed"
     assert completed.response.output[0].type == "function_call"
+
+
+def test_azure_client_reaches_the_dated_responses_route(simulator: SimulatorServer) -> None:
+    with openai.AzureOpenAI(
+        azure_endpoint=simulator.base_url,
+        api_key="unused",
+        api_version="2025-04-01-preview",
+        max_retries=0,
+    ) as client:
+        response = client.responses.create(model="gpt-4o-mini", input="hello")
+    assert response.status == "completed"
+    assert response.output_text
+    record = simulator.recorder.last()
+    assert record.path == "/openai/responses"
+    assert record.query == "api-version=2025-04-01-preview"
