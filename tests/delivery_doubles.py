@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime
+import gc
 import ipaddress
 import json
 import shutil
@@ -78,6 +79,9 @@ class HubDouble:
     fail_sends: int = 0  # or: this many next sends raise
     sent: list[SentBatch] = field(default_factory=list)
     failed_sends: int = 0
+    # Mocks remember every call; thousands of retained batch mocks make GC pauses that a latency
+    # test would blame on the code under test. Set to forget them after each send.
+    forget_calls: bool = False
     _open: dict[int, tuple[EventDataBatch, list[EventData], str | None]] = field(
         default_factory=dict
     )
@@ -121,13 +125,14 @@ class HubDouble:
         return batch
 
     async def _send_batch(self, event_data_batch: Any, **kwargs: Any) -> None:
-        if self.send_delay:
-            await asyncio.sleep(self.send_delay)
+        await asyncio.sleep(self.send_delay)  # a real send is network I/O: it always yields
         if self.fail_sends > 0 or time.monotonic() < self.fail_until:
             self.fail_sends = max(self.fail_sends - 1, 0)
             self.failed_sends += 1
             raise EventHubError("the hub is unavailable (test double)")
         real, added, partition_key = self._open.pop(id(event_data_batch))
+        if self.forget_calls:
+            self.producer.reset_mock()
         self.sent.append(
             SentBatch(
                 partition_key=partition_key,
@@ -374,3 +379,16 @@ async def eventually(predicate: Any, within: float = 10.0, what: str = "conditio
 
 def record_ids(records: list[dict[str, Any]]) -> list[str]:
     return [record["record_id"] for record in records]
+
+
+@pytest.fixture
+def no_gc_pauses() -> Iterator[None]:
+    """The hub double makes an autospec mock per batch: thousands of reference cycles whose
+    collection pauses the loop for 100+ ms, which a stall measurement would blame on the sink."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()

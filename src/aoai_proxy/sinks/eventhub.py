@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEADLETTER_BLOB_RECORDS = 200  # records per dead-letter blob
 SEND_GRACE_SECONDS = 1.0  # our hard bound on one send attempt, beyond the SDK's own timeout
+CLOSE_SECONDS = 5.0  # bound on stopping a task or closing the producer at shutdown
 PARK_LOG_SECONDS = 1.0  # at most one "to the dead-letter store" line a second
 
 
@@ -167,7 +168,8 @@ class EventHubSink:
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await asyncio.wait_for(producer.close(), timeout=5)
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await producer.close()
             except Exception:
                 log.warning("Event Hubs producer did not close cleanly", exc_info=True)
         await self._deadletter.aclose()
@@ -207,10 +209,9 @@ class EventHubSink:
                 self._producer = make_producer(
                     self._namespace, self._eventhub_name, self._credential
                 )
-            too_large = await asyncio.wait_for(
-                send_in_batches(self._producer, unsent, send_timeout=budget),
-                timeout=budget + SEND_GRACE_SECONDS,
-            )
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
+            async with asyncio.timeout(budget + SEND_GRACE_SECONDS):
+                too_large = await send_in_batches(self._producer, unsent, send_timeout=budget)
         except Exception as exc:
             self._settle(unsent, [])
             self._failed(exc)
@@ -316,6 +317,6 @@ class EventHubSink:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
+    # asyncio.wait: bounded, never raises the task's outcome, never swallows our own cancellation.
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):  # shutdown goes on regardless
-        await task
+    await asyncio.wait({task}, timeout=CLOSE_SECONDS)

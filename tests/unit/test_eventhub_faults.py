@@ -1,0 +1,337 @@
+"""Faults: a failing hub never slows a request and never loses a record."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import statistics
+import time
+from collections import Counter
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+from azure.eventhub.exceptions import EventHubError
+from pytest_mock import MockerFixture
+from tests.delivery_doubles import (
+    FakeEntraCredential,
+    HubDouble,
+    MemoryDeadLetterStore,
+    eventually,
+    make_sink,
+    record_ids,
+    usage_record,
+)
+
+from aoai_proxy.asgi import create_app
+from aoai_proxy.config import Settings
+from aoai_proxy.replay import replay_deadletters
+from aoai_proxy.sinks.eventhub import EventHubSink
+from aoai_proxy.sinks.events import encode, make_producer
+
+
+async def test_an_outage_then_recovery_delivers_every_record_exactly_once(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aoai_proxy.sinks.eventhub")
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=10.0)
+    records = [usage_record(f"sub-{i % 4}", n=i) for i in range(300)]
+    for record in records[:100]:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.sent == 100, what="first 100 sent")
+
+    hub.fail_for(0.8)
+    for record in records[100:200]:  # arrive while the hub is failing
+        sink.submit(record)
+        await asyncio.sleep(0.004)
+    await eventually(lambda: time.monotonic() > hub.fail_until, what="the outage to end")
+    for record in records[200:]:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.sent == 300, what="all 300 sent")
+    await sink.aclose()
+
+    arrivals = Counter(record_ids(hub.records))
+    assert set(arrivals) == set(record_ids(records))
+    assert max(arrivals.values()) == 1  # exactly once per record id
+    assert hub.failed_sends > 0
+    counters = sink.counters.as_dict()
+    assert counters["dropped"] == 0
+    assert counters["dead_lettered"] == 0
+    assert counters["retried"] > 0
+    messages = [r.getMessage() for r in caplog.records]
+    degraded = [m for m in messages if m.startswith("usage_delivery_degraded ")]
+    recovered = [m for m in messages if m.startswith("usage_delivery_recovered ")]
+    assert len(degraded) == 1
+    assert len(recovered) == 1
+    assert json.loads(recovered[0].split(" ", 1)[1])["degraded_seconds"] > 0.5
+    assert "EventHubError" in json.loads(degraded[0].split(" ", 1)[1])["error"]
+
+
+async def _submit_latencies(sink: EventHubSink, count: int) -> tuple[list[float], float]:
+    """Per-call submit() time, and the worst event-loop stall seen by a ticker meanwhile."""
+    worst_lag = 0.0
+    running = True
+
+    async def ticker() -> None:
+        nonlocal worst_lag
+        while running:
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst_lag = max(worst_lag, time.perf_counter() - before - 0.001)
+
+    tick = asyncio.create_task(ticker())
+    latencies = []
+    for i in range(count):
+        record = usage_record(f"sub-{i % 7}", n=i)
+        started = time.perf_counter()
+        sink.submit(record)
+        latencies.append(time.perf_counter() - started)
+        if i % 20 == 0:
+            await asyncio.sleep(0.002)  # requests arrive over time; the sender runs in between
+    running = False
+    await tick
+    return latencies, worst_lag
+
+
+@pytest.mark.usefixtures("no_gc_pauses")
+async def test_request_latency_does_not_change_while_the_hub_is_failing(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    hub.forget_calls = True
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.3)
+    await _submit_latencies(sink, 200)  # warm-up: producer built, code paths hot
+    healthy, healthy_lag = await _submit_latencies(sink, 2_000)
+
+    hub.send_delay = 0.05  # each failing attempt hangs a while, like SDK retries do
+    hub.fail_for(60)
+    failing, failing_lag = await _submit_latencies(sink, 2_000)
+    await eventually(lambda: sink.counters.dead_lettered > 0, what="dead letters")
+    await sink.aclose()
+
+    ok_p50, bad_p50 = statistics.median(healthy), statistics.median(failing)
+    ok_p99 = statistics.quantiles(healthy, n=100)[98]
+    bad_p99 = statistics.quantiles(failing, n=100)[98]
+    print(
+        f"\nsubmit p50 {ok_p50 * 1e6:.0f} us healthy / {bad_p50 * 1e6:.0f} us failing; "
+        f"p99 {ok_p99 * 1e6:.0f} / {bad_p99 * 1e6:.0f} us; "
+        f"worst loop stall {healthy_lag * 1e3:.1f} / {failing_lag * 1e3:.1f} ms"
+    )
+    assert bad_p50 <= ok_p50 * 2 + 20e-6
+    assert bad_p99 <= ok_p99 * 3 + 200e-6
+    assert healthy_lag < 0.25  # the loop serving requests is never blocked by delivery (CI noise)
+    assert failing_lag < 0.25
+    assert sink.counters.dropped == 0
+    assert sink.counters.sent + sink.counters.dead_lettered == sink.counters.queued
+
+
+async def test_queue_overflow_goes_to_the_dead_letter_store_and_replay_delivers_it(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    sink = make_sink(memory_deadletter, queue_max_records=10, max_in_memory_seconds=0.3)
+    hub.fail_for(60)
+    records = [usage_record(f"sub-{i % 3}", n=i) for i in range(50)]
+    for record in records:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.dead_lettered == 50, what="50 dead-lettered")
+    assert hub.records == []
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+    await sink.aclose()
+
+    hub.fail_until = 0  # the hub is back; the replay timer runs
+    result = await replay_deadletters(
+        memory_deadletter, make_producer("ns", "usage", FakeEntraCredential())
+    )
+
+    assert result.replayed == 50
+    assert not result.stopped_early
+    assert memory_deadletter.blobs == {}  # deleted only after the send
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
+    for batch in hub.sent:
+        assert {r["caller"]["subscription_id"] for r in batch.records} == {batch.partition_key}
+    assert sink.counters.dropped == 0
+
+
+async def test_an_outage_longer_than_the_bound_dead_letters_and_keeps_going(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.2)
+    hub.fail_for(0.6)
+    first = [usage_record(n=i) for i in range(20)]
+    for record in first:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.dead_lettered == 20, what="20 dead-lettered")
+    started = time.monotonic()
+    assert sink.health()["state"] == "degraded"
+
+    await eventually(lambda: time.monotonic() > hub.fail_until, what="the outage to end")
+    later = [usage_record(n=i) for i in range(20)]
+    for record in later:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.sent == 20, what="20 sent after recovery")
+
+    assert time.monotonic() - started < 5
+    assert sink.health()["state"] == "healthy"
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(later))
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(first))
+    await sink.aclose()
+
+
+async def test_a_producer_that_cannot_be_built_dead_letters_instead(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    hub.client_class.side_effect = ValueError("bad namespace")
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.2)
+    records = [usage_record(n=i) for i in range(5)]
+    for record in records:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.dead_lettered == 5, what="5 dead-lettered")
+    await sink.aclose()
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+
+
+async def test_shutdown_flushes_what_is_queued_to_a_healthy_hub(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    hub.send_delay = 0.01
+    sink = make_sink(memory_deadletter)
+    records = [usage_record(f"sub-{i % 3}", n=i) for i in range(100)]
+    for record in records:
+        sink.submit(record)
+
+    await sink.aclose()
+
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
+    assert memory_deadletter.blobs == {}
+    hub.producer.close.assert_awaited_once()
+    assert memory_deadletter.closed
+
+
+async def test_shutdown_dead_letters_within_its_budget_when_the_hub_is_down(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    hub.send_delay = 0.05
+    hub.fail_for(60)
+    sink = make_sink(memory_deadletter, shutdown_seconds=1.0)
+    records = [usage_record(n=i) for i in range(100)]
+    for record in records:
+        sink.submit(record)
+
+    started = time.monotonic()
+    await sink.aclose()
+    elapsed = time.monotonic() - started
+
+    assert elapsed < 1.5
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+    assert sink.counters.dropped == 0
+
+
+async def test_when_hub_and_store_both_fail_at_shutdown_the_log_keeps_every_record(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub.fail_for(60)
+    memory_deadletter.fail = True
+    sink = make_sink(memory_deadletter, shutdown_seconds=0.5)
+    records = [usage_record(n=i) for i in range(5)]
+    for record in records:
+        sink.submit(record)
+
+    await sink.aclose()
+
+    # The one path to `dropped`: counted, and each record logged in full for recovery from logs.
+    assert sink.counters.dropped == 5
+    undeliverable = [
+        json.loads(r.getMessage().removeprefix("usage record undeliverable "))
+        for r in caplog.records
+        if r.getMessage().startswith("usage record undeliverable ")
+    ]
+    assert sorted(record_ids(undeliverable)) == sorted(record_ids(records))
+
+
+async def test_the_sink_can_be_used_again_after_aclose(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    sink = make_sink(memory_deadletter)
+    sink.submit(usage_record())
+    await sink.aclose()
+    sink.submit(usage_record())
+    await sink.aclose()
+    assert len(hub.records) == 2
+    assert hub.client_class.call_count == 2  # a fresh producer after the first was closed
+
+
+async def test_replay_deletes_a_blob_only_after_its_records_were_sent(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    records = [usage_record(f"sub-{i}", n=i) for i in range(3)]
+    await memory_deadletter.put([encode(r).body for r in records])
+    producer = make_producer("ns", "usage", FakeEntraCredential())
+    hub.fail_sends = 1  # the first batch (sub-0) fails: nothing sent, the blob stays as it was
+
+    first = await replay_deadletters(memory_deadletter, producer)
+
+    assert first.stopped_early
+    assert first.replayed == 0
+    assert list(memory_deadletter.blobs.values()) == [[encode(r).body for r in records]]
+
+    calls = 0
+    send = hub.producer.send_batch.side_effect
+
+    async def third_batch_fails(batch: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise EventHubError("down again")
+        await send(batch, **kwargs)
+
+    hub.producer.send_batch.side_effect = third_batch_fails
+    second = await replay_deadletters(memory_deadletter, producer)
+
+    assert second.replayed == 2
+    assert second.stopped_early
+    # Only the unsent record stays parked, so the next run sends no duplicates.
+    assert record_ids(memory_deadletter.records) == [records[2]["record_id"]]
+
+    hub.producer.send_batch.side_effect = send
+    third = await replay_deadletters(memory_deadletter, producer)
+
+    assert third.replayed == 1
+    assert memory_deadletter.blobs == {}
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
+
+
+async def test_shutdown_through_the_asgi_lifespan_sends_or_dead_letters_every_record(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, mocker: MockerFixture
+) -> None:
+    hub.send_delay = 0.02
+    sinks: list[EventHubSink] = []
+
+    def keep(**options: Any) -> EventHubSink:
+        sinks.append(EventHubSink(**{**options, "shutdown_seconds": 1.0}))
+        return sinks[-1]
+
+    mocker.patch("aoai_proxy.sinks.BlobDeadLetterStore", return_value=memory_deadletter)
+    mocker.patch("aoai_proxy.sinks.EventHubSink", side_effect=keep)
+    settings = Settings(
+        openai_endpoint="http://127.0.0.1:9",
+        upstream_auth="none",
+        sink="eventhub",
+        eventhub_namespace="my-ns.servicebus.windows.net",
+        eventhub_name="usage",
+        deadletter_blob_service_uri="https://st.blob.core.windows.net",
+    )
+    app = create_app(lambda: settings)
+    records = [usage_record(f"sub-{i % 3}", n=i) for i in range(200)]
+
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        [sink] = sinks
+        hub.fail_for(0.3)  # part of them cannot be sent before shutdown starts
+        for record in records:
+            sink.submit(record)
+    # lifespan exit: the sink was closed by the adapter
+
+    delivered = record_ids(hub.records) + record_ids(memory_deadletter.records)
+    assert sorted(delivered) == sorted(record_ids(records))
+    assert sinks[0].counters.dropped == 0
+    hub.producer.close.assert_awaited_once()
