@@ -77,6 +77,8 @@ class HubDouble:
     send_delay: float = 0.0
     fail_until: float = 0.0  # time.monotonic() before which every send raises
     fail_sends: int = 0  # or: this many next sends raise
+    fail_send_numbers: set[int] = field(default_factory=set)  # or: these sends (1-based) raise
+    send_calls: int = 0
     sent: list[SentBatch] = field(default_factory=list)
     failed_sends: int = 0
     # Mocks remember every call; thousands of retained batch mocks make GC pauses that a latency
@@ -126,7 +128,12 @@ class HubDouble:
 
     async def _send_batch(self, event_data_batch: Any, **kwargs: Any) -> None:
         await asyncio.sleep(self.send_delay)  # a real send is network I/O: it always yields
-        if self.fail_sends > 0 or time.monotonic() < self.fail_until:
+        self.send_calls += 1
+        if (
+            self.fail_sends > 0
+            or time.monotonic() < self.fail_until
+            or self.send_calls in self.fail_send_numbers
+        ):
             self.fail_sends = max(self.fail_sends - 1, 0)
             self.failed_sends += 1
             raise EventHubError("the hub is unavailable (test double)")

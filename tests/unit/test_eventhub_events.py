@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 import pytest
 from azure.eventhub.exceptions import EventHubError
@@ -82,17 +81,7 @@ async def test_a_failed_send_leaves_exactly_the_unsent_records_pending(hub: HubD
     records = [usage_record("sub-a"), usage_record("sub-b"), usage_record("sub-c")]
     pending = [encode(record) for record in records]
     producer = make_producer("ns", "hub", FakeEntraCredential())
-    calls = 0
-    send = hub.producer.send_batch.side_effect
-
-    async def second_send_fails(batch: Any, **kwargs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise EventHubError("down")
-        await send(batch, **kwargs)
-
-    hub.producer.send_batch.side_effect = second_send_fails
+    hub.fail_send_numbers = {2}
 
     with pytest.raises(EventHubError):
         await send_in_batches(producer, pending)
