@@ -320,8 +320,6 @@ def azurite(tmp_path_factory: Any) -> Iterator[Azurite]:
             "127.0.0.1",
             "--blobPort",
             str(port),
-            "--location",
-            str(workdir),
             "--oauth",
             "basic",
             "--cert",
