@@ -30,11 +30,11 @@ pytestmark = pytest.mark.azurite
 
 
 def store_on(
-    azurite: Azurite, credential: FakeEntraCredential | None = None
+    azurite: Azurite, credential: FakeEntraCredential | None = None, container: str | None = None
 ) -> BlobDeadLetterStore:
     return BlobDeadLetterStore(
         azurite.account_url,
-        f"deadletter-{uuid.uuid4().hex[:12]}",  # a fresh container: tests share one emulator
+        container or f"deadletter-{uuid.uuid4().hex[:12]}",  # fresh: tests share one emulator
         credential or FakeEntraCredential(),
         instance_id="a1b2/c3 d4",
         connection_verify=azurite.ca_file,
@@ -96,7 +96,8 @@ async def test_the_emulator_refuses_a_token_for_another_audience(azurite: Azurit
 async def test_overflow_to_blob_storage_then_replay_delivers_every_record(
     azurite: Azurite, hub: HubDouble
 ) -> None:
-    store = store_on(azurite)
+    container = f"deadletter-{uuid.uuid4().hex[:12]}"
+    store = store_on(azurite, container=container)
     sink = make_sink(store, queue_max_records=5, max_in_memory_seconds=0.3)
     hub.fail_for(60)
     records = [usage_record(f"sub-{i % 3}", n=i) for i in range(40)]
@@ -108,12 +109,7 @@ async def test_overflow_to_blob_storage_then_replay_delivers_every_record(
     assert sink.counters.dropped == 0
 
     hub.fail_until = 0  # the hub is back; the replay timer runs on another instance
-    replay_store = BlobDeadLetterStore(
-        azurite.account_url,
-        store._container_name,
-        FakeEntraCredential(),
-        connection_verify=azurite.ca_file,
-    )
+    replay_store = store_on(azurite, container=container)  # another instance, same container
     try:
         result = await replay_deadletters(
             replay_store, make_producer("ns", "usage", FakeEntraCredential())

@@ -323,3 +323,24 @@ async def test_shutdown_through_the_asgi_lifespan_sends_or_dead_letters_every_re
     assert sorted(delivered) == sorted(record_ids(records))
     assert sinks[0].counters.dropped == 0
     hub.producer.close.assert_awaited_once()
+
+
+async def test_a_hung_hub_cannot_hold_a_record_in_memory_past_the_bound(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """The worst case docs/delivery.md quotes: a send that hangs at the deadline gets at most its
+    minimum budget (1 s) plus the grace (1 s) before the record goes to the dead-letter store."""
+    hub.send_delay = 30  # the send never answers
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.5)
+    records = [usage_record(n=i) for i in range(20)]
+    started = time.monotonic()
+    for record in records:
+        sink.submit(record)
+
+    await eventually(lambda: sink.counters.dead_lettered == 20, what="20 dead-lettered")
+    elapsed = time.monotonic() - started
+
+    print(f"\nhung hub: records in memory for {elapsed:.2f} s (bound 0.5 s + 2 s)")
+    assert elapsed < 0.5 + 2 + 0.5
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+    await sink.aclose()
