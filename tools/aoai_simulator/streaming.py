@@ -104,8 +104,9 @@ class PacedStream:
             await send(
                 {"type": "http.response.start", "status": self._status, "headers": self._headers}
             )
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # Marked before the last send: a client that has seen the end must find it marked.
         record.completed = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class DelayedBody:
@@ -134,9 +135,10 @@ class DelayedBody:
             await send(
                 {"type": "http.response.start", "status": self._status, "headers": self._headers}
             )
+            # Marked before the last send: a client that has seen the end must find it marked.
+            self._record.event_times.append(time.monotonic())
+            self._record.completed = True
             await send({"type": "http.response.body", "body": self._body, "more_body": False})
         except OSError:  # the caller gave up while the answer was being "generated"
+            self._record.completed = False
             self._record.disconnected = True
-            return
-        self._record.event_times.append(time.monotonic())
-        self._record.completed = True
