@@ -1,12 +1,13 @@
 """Timer that empties the usage dead-letter store (registered by function_app.py).
 
 On Flex Consumption a timer function runs on instances of its own: it shares nothing with the HTTP
-instances but the Blob store, which is all the replay reads. The timer's schedule monitor holds a
-blob lease, so two runs do not overlap; if they did, a record would at worst be sent twice.
+instances but the Blob store, which is all the replay reads. A timer trigger runs as a singleton
+across instances (a lease in the host's storage), so runs do not overlap; if they did, a record
+would at worst be sent twice.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the Functions worker reads the trigger parameter's
+# annotation (func.TimerRequest) as a real type when it indexes the function.
 import azure.functions as func
 
 from .config import Settings
