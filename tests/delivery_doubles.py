@@ -28,6 +28,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.eventhub import EventData, EventDataBatch
 from azure.eventhub.exceptions import EventHubError
 
+from aoai_proxy.config import Settings
 from aoai_proxy.sinks.eventhub import EventHubSink
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -397,3 +398,16 @@ def no_gc_pauses() -> Iterator[None]:
     finally:
         gc.enable()
         gc.collect()
+
+
+def eventhub_settings(**overrides: Any) -> Settings:
+    """Settings selecting the Event Hub sink, as Settings.from_env builds them in Azure."""
+    values: dict[str, Any] = {
+        "openai_endpoint": "https://my-aoai.openai.azure.com",
+        "sink": "eventhub",
+        "eventhub_namespace": "my-ns.servicebus.windows.net",
+        "eventhub_name": "usage",
+        "deadletter_blob_service_uri": "https://st.blob.core.windows.net",
+        **overrides,
+    }
+    return Settings(**values)

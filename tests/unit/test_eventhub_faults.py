@@ -17,6 +17,7 @@ from tests.delivery_doubles import (
     FakeEntraCredential,
     HubDouble,
     MemoryDeadLetterStore,
+    eventhub_settings,
     eventually,
     make_sink,
     record_ids,
@@ -24,7 +25,6 @@ from tests.delivery_doubles import (
 )
 
 from aoai_proxy.asgi import create_app
-from aoai_proxy.config import Settings
 from aoai_proxy.replay import replay_deadletters
 from aoai_proxy.sinks.eventhub import EventHubSink
 from aoai_proxy.sinks.events import encode, make_producer
@@ -300,14 +300,7 @@ async def test_shutdown_through_the_asgi_lifespan_sends_or_dead_letters_every_re
 
     mocker.patch("aoai_proxy.sinks.BlobDeadLetterStore", return_value=memory_deadletter)
     mocker.patch("aoai_proxy.sinks.EventHubSink", side_effect=keep)
-    settings = Settings(
-        openai_endpoint="http://127.0.0.1:9",
-        upstream_auth="none",
-        sink="eventhub",
-        eventhub_namespace="my-ns.servicebus.windows.net",
-        eventhub_name="usage",
-        deadletter_blob_service_uri="https://st.blob.core.windows.net",
-    )
+    settings = eventhub_settings(openai_endpoint="http://127.0.0.1:9", upstream_auth="none")
     app = create_app(lambda: settings)
     records = [usage_record(f"sub-{i % 3}", n=i) for i in range(200)]
 

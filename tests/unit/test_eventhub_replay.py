@@ -11,6 +11,7 @@ from tests.delivery_doubles import (
     FakeEntraCredential,
     HubDouble,
     MemoryDeadLetterStore,
+    eventhub_settings,
     record_ids,
     usage_record,
 )
@@ -19,15 +20,7 @@ from aoai_proxy.config import Settings
 from aoai_proxy.replay import run_replay
 from aoai_proxy.sinks.events import encode
 
-SETTINGS = Settings(
-    openai_endpoint="https://my-aoai.openai.azure.com",
-    sink="eventhub",
-    eventhub_namespace="my-ns.servicebus.windows.net",
-    eventhub_name="usage",
-    deadletter_blob_service_uri="https://st.blob.core.windows.net",
-    deadletter_container="usage-deadletter",
-    instance_id="timer-instance",
-)
+SETTINGS = eventhub_settings(deadletter_container="usage-deadletter", instance_id="timer-instance")
 
 
 async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
