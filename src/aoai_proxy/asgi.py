@@ -14,8 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import Settings
-from .errors import NotFound
-from .proxy import error_response, handle, health
+from .proxy import handle, health, unrouted
 from .routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from .runtime import RuntimeHolder
 
@@ -33,7 +32,7 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
         return await health(holder)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(NotFound(f"No route for {request.url.path}"), record_id=None)
+        return await unrouted(request, holder)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

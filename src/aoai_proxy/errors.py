@@ -6,7 +6,8 @@
     ├── PayloadTooLarge     413      body over PROXY_MAX_REQUEST_BYTES
     ├── UpstreamUnreachable 502      Azure OpenAI could not be reached (or no token for it)
     ├── UpstreamTimeout     504      no response headers (or body, when not streamed) in time
-    └── ServiceMisconfigured 500     a setting is invalid; the message names the variable
+    ├── ServiceMisconfigured 500     a setting is invalid; the message names the variable
+    └── InternalError       500      a bug in the proxy (the traceback is logged, never sent)
 
 Upstream errors are never wrapped: they pass through with their own status, headers and body.
 Tracebacks go to the log only.
@@ -67,3 +68,8 @@ def error_body(code: str, message: str) -> bytes:
 def stream_error_event(code: str, message: str) -> bytes:
     """An in-band SSE error after the first byte: the openai SDK raises APIError on it."""
     return b"data: " + error_body(code, message) + b"\n\n"
+
+
+class InternalError(ProxyError):
+    status = 500
+    code = "internal_error"

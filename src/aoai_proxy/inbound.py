@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -100,6 +100,55 @@ async def read_body(stream: AsyncIterator[bytes], content_length: str | None, li
     return b"".join(chunks)
 
 
+def describe_call(
+    *,
+    spec: RouteSpec,
+    method: str,
+    path_params: Mapping[str, str],
+    query: str,
+    headers: Mapping[str, str] | list[tuple[str, str]],
+) -> Call:
+    """What is known before the body is read: enough for a record even if the body is rejected."""
+    items = list(headers.items()) if isinstance(headers, Mapping) else headers
+    lowered = {name.lower(): value for name, value in items}
+    params = {
+        name: quote(str(value), safe="/:@-._~!$&'()*+,;=") for name, value in path_params.items()
+    }
+    path = spec.upstream_path(params)
+    return Call(
+        method=method,
+        operation=spec.operation if method == "POST" else "other",
+        path=path,
+        query=query,
+        api_version=parse_qs(query).get("api-version", [None])[0],
+        deployment=path_params.get("deployment") if spec.deployment_in_path else None,
+        body=b"",
+        payload=None,
+        stream=False,
+        forward_headers=[(name, value) for name, value in items if _forwardable(name.lower())],
+        caller=CallerContext(
+            fields={key: lowered.get(header) or None for header, key in CALLER_HEADERS.items()},
+            traceparent=lowered.get("traceparent") or None,
+        ),
+        is_v1=path.startswith("/openai/v1/"),
+    )
+
+
+def with_body(call: Call, body: bytes) -> Call:
+    """The call with its body; a JSON route's body must be a JSON object (else BadRequest)."""
+    payload = _json_object(body) if call.operation != "other" else None
+    deployment = call.deployment
+    if deployment is None and payload is not None and isinstance(payload.get("model"), str):
+        deployment = payload["model"]
+    return replace(
+        call,
+        body=body,
+        payload=payload,
+        deployment=deployment,
+        stream=payload is not None and payload.get("stream") is True,
+    )
+
+
 def parse_call(
     *,
     spec: RouteSpec,
@@ -109,37 +158,10 @@ def parse_call(
     headers: Mapping[str, str] | list[tuple[str, str]],
     body: bytes,
 ) -> Call:
-    items = list(headers.items()) if isinstance(headers, Mapping) else headers
-    lowered = {name.lower(): value for name, value in items}
-    params = {
-        name: quote(str(value), safe="/:@-._~!$&'()*+,;=") for name, value in path_params.items()
-    }
-    path = spec.upstream_path(params)
-    operation: Operation = spec.operation if method == "POST" else "other"
-    payload: dict[str, Any] | None = None
-    if operation != "other":
-        payload = _json_object(body)
-    deployment = path_params.get("deployment") if spec.deployment_in_path else None
-    if deployment is None and payload is not None and isinstance(payload.get("model"), str):
-        deployment = payload["model"]
-    api_version = parse_qs(query).get("api-version", [None])[0]
-    return Call(
-        method=method,
-        operation=operation,
-        path=path,
-        query=query,
-        api_version=api_version,
-        deployment=deployment,
-        body=body,
-        payload=payload,
-        stream=bool(payload is not None and payload.get("stream") is True),
-        forward_headers=[(name, value) for name, value in items if _forwardable(name.lower())],
-        caller=CallerContext(
-            fields={key: lowered.get(header) or None for header, key in CALLER_HEADERS.items()},
-            traceparent=lowered.get("traceparent") or None,
-        ),
-        is_v1=path.startswith("/openai/v1/"),
+    described = describe_call(
+        spec=spec, method=method, path_params=path_params, query=query, headers=headers
     )
+    return with_body(described, body)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

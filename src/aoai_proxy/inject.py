@@ -38,8 +38,10 @@ class RejectedVersions:
 
 def injection_decision(call: Call, settings: Settings, rejected: RejectedVersions) -> str | None:
     """None when include_usage should be injected, else why not (the record's source_reason)."""
-    if call.operation != "chat" or not call.stream:
-        return "not_a_chat_stream"
+    if not call.stream:
+        return "not_streamed"  # usage comes in the body, if the API reports any
+    if call.operation != "chat":
+        return "operation_not_injected"  # legacy completions; Responses API has response.completed
     if call.include_usage_requested:
         return "client_requested_usage"
     key = version_key(call)

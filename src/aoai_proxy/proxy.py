@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -16,11 +17,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .config import ConfigError
-from .errors import ProxyError, ServiceMisconfigured, UpstreamTimeout, UpstreamUnreachable
-from .inbound import Call, parse_call, read_body
+from .errors import (
+    InternalError,
+    NotFound,
+    ProxyError,
+    ServiceMisconfigured,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from .inbound import Call, describe_call, read_body, with_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject, version_key
 from .relay import RECORD_ID_HEADER, buffered, is_event_stream, streamed
-from .routes import RouteSpec
+from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
 from .usage import UsageMeter, now_ms
 
@@ -28,29 +36,52 @@ log = logging.getLogger(__name__)
 
 
 async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Response:
-    started = now_ms()
+    started, started_at = now_ms(), datetime.now(UTC)
     try:
         runtime = await holder.get()
     except ConfigError as exc:
+        # No sink can be trusted with a bad configuration: the log line is the record.
         log.error("configuration error: %s", exc)
         return error_response(ServiceMisconfigured(str(exc)), record_id=None)
-    settings = runtime.settings
+    call = describe_call(
+        spec=spec,
+        method=request.method,
+        path_params=dict(request.path_params),
+        query=request.url.query,
+        headers=request.headers.items(),
+    )
+    meter = _meter(runtime, call, started, started_at)
     try:
         body = await read_body(
-            request.stream(), request.headers.get("content-length"), settings.max_request_bytes
+            request.stream(),
+            request.headers.get("content-length"),
+            runtime.settings.max_request_bytes,
         )
-        call = parse_call(
-            spec=spec,
-            method=request.method,
-            path_params=dict(request.path_params),
-            query=request.url.query,
-            headers=request.headers.items(),
-            body=body,
-        )
+        meter.call = call = with_body(call, body)
+        return await forward(runtime, call, meter)
     except ProxyError as exc:
-        meter = _meter(runtime, None, started)
         return _answer_with_error(runtime, meter, exc)
-    return await forward(runtime, call, _meter(runtime, call, started))
+    except Exception:
+        # A bug, not the caller's fault: the traceback goes to the log, never to the client.
+        log.exception("unexpected error while handling %s %s", request.method, call.path)
+        return _answer_with_error(runtime, meter, InternalError("The proxy failed unexpectedly."))
+
+
+async def unrouted(request: Request, holder: RuntimeHolder) -> Response:
+    """A path outside the Azure OpenAI URL space: 404 in Azure's shape, recorded like any call."""
+    error = NotFound(f"No route for {request.url.path}")
+    try:
+        runtime = await holder.get()
+    except ConfigError:
+        return error_response(error, record_id=None)
+    call = describe_call(
+        spec=UNROUTED,
+        method=request.method,
+        path_params={"path": request.url.path.lstrip("/")},
+        query=request.url.query,
+        headers=request.headers.items(),
+    )
+    return _answer_with_error(runtime, _meter(runtime, call, now_ms(), datetime.now(UTC)), error)
 
 
 async def forward(runtime: Runtime, call: Call, meter: UsageMeter) -> Response:
@@ -101,13 +132,14 @@ async def _read_error(upstream: httpx.Response) -> None:
         await upstream.aclose()
 
 
-def _meter(runtime: Runtime, call: Call | None, started: float) -> UsageMeter:
+def _meter(runtime: Runtime, call: Call, started: float, started_at: datetime) -> UsageMeter:
     settings = runtime.settings
     return UsageMeter(
         call,
         instance_id=settings.instance_id,
         capture_limit=settings.capture_max_bytes if settings.capture_content else None,
         started_ms=started,
+        started_at=started_at,
     )
 
 

@@ -41,3 +41,6 @@ PROXY_ROUTES: tuple[RouteSpec, ...] = (
 )
 
 HEALTH_ROUTE = "healthz"
+
+# Not served: describes a call to a path outside the URL space, so its 404 is recorded too.
+UNROUTED = RouteSpec("unrouted", "{*path}", "other")

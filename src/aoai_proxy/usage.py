@@ -21,6 +21,31 @@ from .sse import SSEEvent
 
 SCHEMA_VERSION = "1.0"
 
+# Every value of usage.source_reason (docs/usage-record.md explains each).
+NO_USAGE_REASONS = (
+    "client_disconnected_before_usage",
+    "stream_failed_before_usage",
+    "proxy_error",
+    "upstream_error",
+    "response_queued",
+    "response_in_progress",
+    "no_api_version",
+    "api_version_not_in_injection_allow_list",
+    "api_version_rejected_stream_options",
+    "operation_not_injected",
+    "no_usage_in_response",
+)
+# Reasons from inject.injection_decision that explain a missing usage (the others do not: a client
+# that asked for usage itself, or a non-streamed call, should have had it in the response).
+_INJECTION_EXPLAINS_NO_USAGE = frozenset(
+    {
+        "no_api_version",
+        "api_version_not_in_injection_allow_list",
+        "api_version_rejected_stream_options",
+        "operation_not_injected",
+    }
+)
+
 UsageSource = Literal["provider", "injected", "none"]
 Outcome = Literal[
     "completed", "upstream_error", "proxy_error", "stream_failed", "client_disconnected"
@@ -63,16 +88,17 @@ class UsageMeter:
 
     def __init__(
         self,
-        call: Call | None,
+        call: Call,
         *,
         instance_id: str,
         capture_limit: int | None,
         started_ms: float | None = None,
+        started_at: datetime | None = None,
     ) -> None:
         self.record_id = str(uuid.uuid4())
         self.call = call
         self._instance_id = instance_id
-        self._started_wall = datetime.now(UTC)
+        self._started_wall = started_at or datetime.now(UTC)
         self._started = now_ms() if started_ms is None else started_ms
         self.injected = False
         self.injection_skipped_reason: str | None = None
@@ -89,6 +115,9 @@ class UsageMeter:
         self._finish_reasons: dict[int, str] = {}
         self._choice_indexes: set[int] = set()
         self._tool_calls: set[tuple[int, int | str]] = set()
+        self.output_events = (
+            0  # streamed events carrying output: the partial count when usage is missing
+        )
         self.prompt_filtered = False
         self.completion_filtered = False
         self.usage: dict[str, int | None] | None = None
@@ -158,9 +187,6 @@ class UsageMeter:
         if self._outcome is None:
             self._outcome = "client_disconnected"
 
-    def no_usage_because(self, reason: str) -> None:
-        self._no_usage_reason = reason
-
     # -- parsing ----------------------------------------------------------------------------------
 
     def _observe_completion_payload(
@@ -206,8 +232,10 @@ class UsageMeter:
             if isinstance(call, dict) and (call.get("id") or not streamed):
                 key = call.get("index", position)
                 self._tool_calls.add((index, key if isinstance(key, int | str) else position))
-        if received_ms is not None and self._first_token_ms is None and (text or tool_calls):
-            self._first_token_ms = received_ms
+        if received_ms is not None and (text or tool_calls):
+            self.output_events += 1
+            if self._first_token_ms is None:
+                self._first_token_ms = received_ms
         if text and self._completion is not None:
             self._completion.add(text)
 
@@ -224,12 +252,12 @@ class UsageMeter:
             response = payload.get("response")
             if isinstance(response, dict):
                 self._observe_response_object(response)
-        elif kind.endswith(".delta") and self._first_token_ms is None:
-            self._first_token_ms = received_ms
+        elif kind.endswith(".delta"):
+            self.output_events += 1
+            if self._first_token_ms is None:
+                self._first_token_ms = received_ms
             if kind == "response.output_text.delta" and self._completion is not None:
                 self._completion.add(str(payload.get("delta", "")))
-        elif kind == "response.output_text.delta" and self._completion is not None:
-            self._completion.add(str(payload.get("delta", "")))
         elif kind == "response.output_item.added":
             item = payload.get("item")
             if isinstance(item, dict) and item.get("type") == "function_call":
@@ -258,6 +286,11 @@ class UsageMeter:
         for item in response.get("output") or ():
             if isinstance(item, dict) and item.get("type") == "function_call":
                 self._tool_calls.add((0, str(item.get("id") or item.get("call_id"))))
+            elif isinstance(item, dict) and self._completion is not None and not self.output_events:
+                # A non-streamed response: its text is here, not in delta events.
+                for part in item.get("content") or ():
+                    if isinstance(part, dict) and part.get("type") == "output_text":
+                        self._completion.add(str(part.get("text", "")))
         usage = response.get("usage")
         if isinstance(usage, dict):
             self.usage = _responses_usage(usage)
@@ -294,16 +327,16 @@ class UsageMeter:
         ended = now_ms()
         call = self.call
         status = self.status
-        outcome = self._outcome or (
-            "upstream_error" if status is not None and status >= 400 else "completed"
-        )
+        failed_upstream = (status is not None and status >= 400) or self.error_code is not None
+        outcome = self._outcome or ("upstream_error" if failed_upstream else "completed")
         usage = self.usage or {}
         completion_tokens = usage.get("completion_tokens")
+        # Reasoning tokens are generated before the first visible token: the streaming rate after
+        # the first token counts only the visible ones.
+        visible_tokens = (completion_tokens or 0) - (usage.get("reasoning_tokens") or 0)
         tokens_per_second: float | None = None
-        if completion_tokens and self._first_token_ms is not None and ended > self._first_token_ms:
-            tokens_per_second = round(
-                completion_tokens / ((ended - self._first_token_ms) / 1000), 2
-            )
+        if visible_tokens > 0 and self._first_token_ms is not None and ended > self._first_token_ms:
+            tokens_per_second = round(visible_tokens / ((ended - self._first_token_ms) / 1000), 2)
         headers = self._response_headers
         record: dict[str, Any] = {
             "type": "usage",
@@ -313,16 +346,16 @@ class UsageMeter:
                 "+00:00", "Z"
             ),
             "instance_id": self._instance_id,
-            "caller": dict(call.caller.fields) if call else {},
+            "caller": dict(call.caller.fields),
             "request": {
-                "method": call.method if call else None,
-                "path": call.path if call else None,
-                "operation": call.operation if call else None,
-                "deployment": call.deployment if call else None,
-                "api_version": call.api_version if call else None,
-                "stream": call.stream if call else False,
-                "bytes": len(call.body) if call else 0,
-                "traceparent": call.caller.traceparent if call else None,
+                "method": call.method,
+                "path": call.path,
+                "operation": call.operation,
+                "deployment": call.deployment,
+                "api_version": call.api_version,
+                "stream": call.stream,
+                "bytes": len(call.body),
+                "traceparent": call.caller.traceparent,
             },
             "response": {
                 "status": status,
@@ -337,6 +370,7 @@ class UsageMeter:
                 "finish_reasons": [self._finish_reasons[i] for i in sorted(self._finish_reasons)],
                 "choices": len(self._choice_indexes),
                 "tool_calls": len(self._tool_calls),
+                "output_events": self.output_events,
                 "prompt_filtered": self.prompt_filtered,
                 "completion_filtered": self.completion_filtered,
                 "client_disconnected": self.client_disconnected,
@@ -359,7 +393,7 @@ class UsageMeter:
                 "output_tokens_per_second": tokens_per_second,
             },
         }
-        if self._capture_limit is not None and call is not None:
+        if self._capture_limit is not None:
             prompt = _Capture(self._capture_limit)
             prompt.add(_prompt_text(call))
             record["capture"] = {
@@ -382,9 +416,9 @@ class UsageMeter:
             return "proxy_error"
         if outcome == "upstream_error":
             return "upstream_error"
-        if self._no_usage_reason:
+        if self._no_usage_reason:  # a Responses API call that has not finished yet
             return self._no_usage_reason
-        if self.injection_skipped_reason:
+        if self.injection_skipped_reason in _INJECTION_EXPLAINS_NO_USAGE:
             return self.injection_skipped_reason
         return "no_usage_in_response"
 

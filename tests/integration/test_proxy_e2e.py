@@ -246,7 +246,11 @@ def test_sdk_sees_429_as_rate_limit_error_with_retry_after(proxy: Any) -> None:
 def test_malformed_json_is_a_400_without_calling_upstream(proxy: Any, upstream: Any) -> None:
     before = len(upstream.recorder)
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
-        bad = client.post(CHAT, content=b"{not json", headers={"content-type": "application/json"})
+        bad = client.post(
+            CHAT,
+            content=b"{not json",
+            headers={"content-type": "application/json", "x-apim-subscription-id": "sub-7"},
+        )
         array = client.post(CHAT, json=[1, 2])
     for response in (bad, array):
         assert response.status_code == 400
@@ -255,6 +259,10 @@ def test_malformed_json_is_a_400_without_calling_upstream(proxy: Any, upstream: 
     records = proxy.records(2)
     assert all(r["response"]["outcome"] == "proxy_error" for r in records)
     assert records[0]["response"]["status"] == 400
+    # What was known before the body was rejected is kept: who called, which route.
+    assert records[0]["caller"]["subscription_id"] == "sub-7"
+    assert records[0]["request"]["deployment"] == "gpt-4o-mini"
+    assert records[0]["usage"]["source_reason"] == "proxy_error"
 
 
 def test_oversized_body_is_413_and_unknown_route_is_404(proxy: Any) -> None:
@@ -265,6 +273,10 @@ def test_oversized_body_is_413_and_unknown_route_is_404(proxy: Any) -> None:
     assert big.json()["error"]["code"] == "payload_too_large"
     assert unknown.status_code == 404
     assert "error" in unknown.json()
+    too_large, not_found = proxy.records(2)
+    assert too_large["response"]["status"] == 413
+    assert not_found["response"]["status"] == 404
+    assert not_found["request"]["path"] == "/not-openai/anything"
 
 
 def test_upstream_down_is_502_in_the_azure_error_shape(proxy_factory: Any, free_port: int) -> None:
@@ -317,7 +329,9 @@ def test_client_disconnect_closes_the_upstream_stream_and_is_recorded(
             headers={"x-sim-ttft-ms": "0", "x-sim-token-ms": "200", "x-sim-tokens": "100"},
         ) as response,
     ):
-        next(response.iter_raw())
+        chunks = response.iter_raw()
+        for _ in range(4):  # the filter event, the role delta, then some content
+            next(chunks)
     deadline = time.monotonic() + 5
     while not upstream.recorder.last().disconnected and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -326,6 +340,7 @@ def test_client_disconnect_closes_the_upstream_stream_and_is_recorded(
     assert len(received.events) < 20  # closed long before the 100-token stream would have ended
     record = proxy.records(1)[0]
     assert record["response"]["client_disconnected"] is True
+    assert 0 < record["response"]["output_events"] < 20  # the partial count known so far
     assert record["response"]["outcome"] == "client_disconnected"
     assert record["usage"]["source_reason"] == "client_disconnected_before_usage"
 

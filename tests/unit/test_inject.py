@@ -104,9 +104,7 @@ def test_no_injection_when_client_asked_for_usage_or_not_streaming_or_old_versio
     rejected = RejectedVersions()
     asked = chat_call({"stream": True, "stream_options": {"include_usage": True}})
     assert injection_decision(asked, SETTINGS, rejected) == "client_requested_usage"
-    assert (
-        injection_decision(chat_call({"stream": False}), SETTINGS, rejected) == "not_a_chat_stream"
-    )
+    assert injection_decision(chat_call({"stream": False}), SETTINGS, rejected) == "not_streamed"
     old = chat_call({"stream": True}, api_version="2024-06-01")
     assert injection_decision(old, SETTINGS, rejected) == "api_version_not_in_injection_allow_list"
     assert injection_decision(chat_call({"stream": True}, v1=True), SETTINGS, rejected) is None
@@ -132,7 +130,7 @@ def test_never_injected_on_legacy_completions_responses_or_embeddings() -> None:
             headers={},
             body=b'{"stream": true, "model": "d"}',
         )
-        assert injection_decision(call, SETTINGS, RejectedVersions()) == "not_a_chat_stream"
+        assert injection_decision(call, SETTINGS, RejectedVersions()) == "operation_not_injected"
 
 
 def test_a_400_naming_stream_options_is_a_rejection() -> None:

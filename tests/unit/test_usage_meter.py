@@ -9,7 +9,7 @@ from typing import Any
 from aoai_proxy.inbound import parse_call
 from aoai_proxy.routes import PROXY_ROUTES
 from aoai_proxy.sse import SSEFramer, parse_event
-from aoai_proxy.usage import SCHEMA_VERSION, UsageMeter
+from aoai_proxy.usage import SCHEMA_VERSION, UsageMeter, now_ms
 
 ROUTES = {spec.name: spec for spec in PROXY_ROUTES}
 
@@ -190,3 +190,48 @@ def test_capture_is_truncated_with_length_and_hash() -> None:
 def test_finish_builds_the_record_once() -> None:
     meter = meter_for({"messages": []})
     assert meter.finish() is meter.finish()
+
+
+def test_an_error_event_inside_a_200_stream_is_an_upstream_error() -> None:
+    meter = meter_for({"model": "m", "stream": True, "input": "hi"}, route="v1_responses")
+    meter.upstream_headers(200, {})
+    failed = {
+        "type": "response.failed",
+        "response": {
+            "id": "resp_1",
+            "status": "failed",
+            "error": {"code": "server_error", "message": "boom"},
+        },
+    }
+    raw = f"event: response.failed\ndata: {json.dumps(failed)}\n\n".encode()
+    meter.observe_event(parse_event(raw), received_ms=1.0)  # type: ignore[arg-type]
+    record = meter.finish()
+    assert record["response"]["outcome"] == "upstream_error"
+    assert record["response"]["error_code"] == "server_error"
+    assert record["usage"]["source_reason"] == "upstream_error"
+
+
+def test_missing_usage_when_the_client_asked_for_it_is_not_blamed_on_injection(
+    recorded: Path,
+) -> None:
+    meter = meter_for({"stream": True, "stream_options": {"include_usage": True}})
+    meter.injection_skipped_reason = "client_requested_usage"
+    feed_stream(meter, (recorded / "chat_stream.sse").read_bytes())
+    assert meter.finish()["usage"]["source_reason"] == "no_usage_in_response"
+
+
+def test_tokens_per_second_counts_only_visible_tokens() -> None:
+    meter = meter_for({"stream": True})
+    content = {"choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    first_token = now_ms() - 1000.0  # the first visible token came a second before the end
+    meter.observe_event(parse_event(f"data: {json.dumps(content)}\n\n".encode()), first_token)  # type: ignore[arg-type]
+    details = {"reasoning_tokens": 100}
+    usage = {
+        "choices": [],
+        "usage": {"completion_tokens": 110, "completion_tokens_details": details},
+    }
+    meter.observe_event(parse_event(f"data: {json.dumps(usage)}\n\n".encode()), now_ms())  # type: ignore[arg-type]
+    record = meter.finish()
+    # 10 visible tokens in about one second; counting the 100 reasoning tokens would give ~110/s.
+    assert 5 < record["timings"]["output_tokens_per_second"] <= 10
+    assert record["response"]["output_events"] == 1

@@ -18,10 +18,10 @@ import jsonschema
 import pytest
 
 from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS
-from aoai_proxy.inbound import parse_call
+from aoai_proxy.inbound import describe_call, parse_call
 from aoai_proxy.routes import PROXY_ROUTES
 from aoai_proxy.sse import SSEFramer, parse_event
-from aoai_proxy.usage import UsageMeter
+from aoai_proxy.usage import NO_USAGE_REASONS, UsageMeter
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = (ROOT / "docs" / "usage-record.md").read_text()
@@ -186,7 +186,18 @@ def situations() -> Iterator[tuple[str, UsageMeter]]:
         ).encode()
     )
     yield "content-filter 400", filtered
-    unparsed = UsageMeter(None, instance_id="test", capture_limit=None, started_ms=0.0)
+    unparsed = UsageMeter(
+        describe_call(
+            spec=ROUTES["chat_completions"],
+            method="POST",
+            path_params={"deployment": "gpt-4o-mini"},
+            query="api-version=2025-04-01-preview",
+            headers={"x-apim-subscription-id": "sub-1"},
+        ),
+        instance_id="test",
+        capture_limit=None,
+        started_ms=0.0,
+    )
     unparsed.proxy_error(400, "invalid_request", "The request body is not valid JSON.")
     yield "proxy error before parsing", unparsed
     unreachable = meter({"messages": []})
@@ -353,31 +364,17 @@ def test_the_doc_examples_are_valid_records() -> None:
 
 
 def reasons_in_code() -> set[str]:
-    """String literals returned as or assigned to a no-usage reason in the request path."""
-    found: set[str] = set()
-    for module in ("usage.py", "inject.py", "proxy.py"):
-        tree = ast.parse((ROOT / "src" / "aoai_proxy" / module).read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.name in (
-                "_why_no_usage",
-                "injection_decision",
-            ):
-                found |= {
-                    ret.value.value
-                    for ret in ast.walk(node)
-                    if isinstance(ret, ast.Return)
-                    and isinstance(ret.value, ast.Constant)
-                    and isinstance(ret.value.value, str)
-                }
-            elif (
-                isinstance(node, ast.Assign)
-                and isinstance(node.targets[0], ast.Attribute)
-                and node.targets[0].attr == "injection_skipped_reason"
-                and isinstance(node.value, ast.Constant)
-            ):
-                found.add(node.value.value)
-    # _observe_response_object: f"response_{status}" for the non-final statuses.
-    return found | {"response_queued", "response_in_progress"}
+    """NO_USAGE_REASONS, after checking that every literal the meter returns is one of them."""
+    tree = ast.parse((ROOT / "src" / "aoai_proxy" / "usage.py").read_text())
+    returned = {
+        ret.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef) and node.name == "_why_no_usage"
+        for ret in ast.walk(node)
+        if isinstance(ret, ast.Return) and isinstance(ret.value, ast.Constant)
+    }
+    assert returned <= set(NO_USAGE_REASONS)
+    return set(NO_USAGE_REASONS)
 
 
 def test_every_source_reason_the_code_produces_is_documented() -> None:
