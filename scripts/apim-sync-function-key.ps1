@@ -35,6 +35,11 @@ foreach ($name in 'AZURE_SUBSCRIPTION_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_FUNCTI
 if (-not (Get-Command az -ErrorAction SilentlyContinue)) {
     Stop-Hook 'the Azure CLI (az) is required: https://learn.microsoft.com/cli/azure/install-azure-cli'
 }
+# azd's own login does not sign in the Azure CLI: say so at once instead of retrying for minutes.
+az account show --subscription $env:AZURE_SUBSCRIPTION_ID --output none 2>$null
+if ($LASTEXITCODE -ne 0) {
+    Stop-Hook "the Azure CLI is not signed in to subscription $($env:AZURE_SUBSCRIPTION_ID): run 'az login', then 'azd hooks run postdeploy'"
+}
 
 $sub = $env:AZURE_SUBSCRIPTION_ID
 $rg = $env:AZURE_RESOURCE_GROUP
@@ -49,6 +54,9 @@ function Read-HostKey {
 }
 
 # The host may still be starting after a deployment: retry with backoff (about 4 minutes in all).
+# Best effort (postprovision) tries twice: on a first provision there is no code yet, and postdeploy
+# follows within minutes anyway.
+$maxAttempts = if ($BestEffort) { 2 } else { 8 }
 $attempt = 1
 $delay = 5
 $key = ''
@@ -59,7 +67,7 @@ while ($true) {
     az functionapp keys set --subscription $sub -g $rg -n $app --key-type functionKeys --key-name $KeyName --output none 2>$null | Out-Null
     $key = Read-HostKey
     if ($key) { break }
-    if ($attempt -ge 8) { Stop-Hook "could not read or create host key '$KeyName' on $app" }
+    if ($attempt -ge $maxAttempts) { Stop-Hook "could not read or create host key '$KeyName' on $app" }
     Write-Log "host key not available yet (attempt $attempt), retrying in ${delay}s"
     Start-Sleep -Seconds $delay
     $attempt++

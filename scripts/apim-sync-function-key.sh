@@ -38,6 +38,9 @@ for var in AZURE_SUBSCRIPTION_ID AZURE_RESOURCE_GROUP AZURE_FUNCTION_NAME APIM_N
   if [ -z "$value" ]; then fail "$var is not set (run through azd, or export it)"; fi
 done
 command -v az >/dev/null 2>&1 || fail "the Azure CLI (az) is required: https://learn.microsoft.com/cli/azure/install-azure-cli"
+# azd's own login does not sign in the Azure CLI: say so at once instead of retrying for minutes.
+az account show --subscription "$AZURE_SUBSCRIPTION_ID" --output none 2>/dev/null ||
+  fail "the Azure CLI is not signed in to subscription $AZURE_SUBSCRIPTION_ID: run 'az login', then 'azd hooks run postdeploy'"
 
 read_key() {
   az functionapp keys list --subscription "$AZURE_SUBSCRIPTION_ID" -g "$AZURE_RESOURCE_GROUP" \
@@ -45,6 +48,10 @@ read_key() {
 }
 
 # The host may still be starting after a deployment: retry with backoff (about 4 minutes in all).
+# Best effort (postprovision) tries twice: on a first provision there is no code yet, and postdeploy
+# follows within minutes anyway.
+max_attempts=8
+if [ "$best_effort" = 1 ]; then max_attempts=2; fi
 attempt=1
 delay=5
 key=""
@@ -56,7 +63,7 @@ while :; do
     -n "$AZURE_FUNCTION_NAME" --key-type functionKeys --key-name "$KEY_NAME" --output none 2>/dev/null || true
   key=$(read_key || true)
   if [ -n "$key" ]; then break; fi
-  if [ "$attempt" -ge 8 ]; then fail "could not read or create host key '$KEY_NAME' on $AZURE_FUNCTION_NAME"; fi
+  if [ "$attempt" -ge "$max_attempts" ]; then fail "could not read or create host key '$KEY_NAME' on $AZURE_FUNCTION_NAME"; fi
   log "host key not available yet (attempt $attempt), retrying in ${delay}s"
   sleep "$delay"
   attempt=$((attempt + 1))

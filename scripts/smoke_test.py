@@ -256,10 +256,11 @@ def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutco
         text = ""
         for chunk in response.parse():
             chunks += 1
-            for (
-                choice
-            ) in chunk.choices:  # Azure's first chunk has choices: [] (prompt filter results)
-                text += choice.delta.content or ""
+            # Azure's first chunk has choices: [] (prompt filter results), and its content-filter
+            # annotation chunks can carry a choice without a delta.
+            for choice in chunk.choices:
+                delta = getattr(choice, "delta", None)
+                text += (delta.content if delta is not None else None) or ""
         return CallOutcome(
             name, response.status_code, record_id, content_ok=chunks > 0 and bool(text)
         )
@@ -357,7 +358,11 @@ async def collect_events(
         if done(events):
             found.set()
 
-    starting = {pid: str(seq) for pid, seq in positions.items()}
+    # Integers: azure-eventhub turns an int starting position into an x-opt-sequence-number filter
+    # and a str into an x-opt-offset filter (event_position_selector in Azure/azure-sdk-for-python
+    # sdk/eventhub/azure-eventhub/azure/eventhub/_utils.py); what was noted are sequence numbers, so
+    # a str here would start at the wrong place. -1 (an empty partition) means "after nothing".
+    starting = {pid: int(seq) for pid, seq in positions.items()}
     receiving = asyncio.ensure_future(
         consumer.receive_batch(
             on_batch,

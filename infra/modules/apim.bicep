@@ -58,13 +58,12 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
     publisherEmail: publisherEmail
     publicNetworkAccess: 'Enabled'
     virtualNetworkType: 'None'
-    // TLS 1.0/1.1 and SSL 3.0 are already off for services created after April 2018; stated explicitly.
-    // Protocols are settable on every tier; only the cipher list is fixed on the v2 tiers
-    // (https://learn.microsoft.com/azure/api-management/api-management-howto-manage-protocols-ciphers).
+    // TLS 1.0/1.1 off (the default since 2018), stated; only keys a v2 service reports (the 2024-05-01 spec
+    // example ApiManagementCreateServiceSkuv2Service.json: no client-side Ssl30, no ciphers, which v2 fixes).
+    // https://learn.microsoft.com/azure/api-management/api-management-howto-manage-protocols-ciphers
     customProperties: {
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls10': 'False'
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Tls11': 'False'
-      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Ssl30': 'False'
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Tls10': 'False'
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Tls11': 'False'
       'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Backend.Protocols.Ssl30': 'False'

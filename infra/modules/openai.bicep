@@ -62,8 +62,10 @@ resource deployment 'Microsoft.CognitiveServices/accounts/deployments@2025-06-01
       name: modelName
       version: modelVersion
     }
-    // Keep the pinned version until the operator changes it (no silent behaviour change).
-    versionUpgradeOption: 'NoAutoUpgrade'
+    // Keep the pinned version until it retires, then move to the default version: NoAutoUpgrade would
+    // make the deployment stop working on the retirement date instead.
+    // https://learn.microsoft.com/azure/ai-foundry/openai/how-to/working-with-models#model-deployment-upgrade-configuration
+    versionUpgradeOption: 'OnceCurrentVersionExpired'
   }
 }
 

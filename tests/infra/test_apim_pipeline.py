@@ -135,3 +135,96 @@ def test_the_pwsh_hook_never_prints_the_key() -> None:
     for line in code.splitlines():
         if re.search(r"Write-(Host|Output|Log)", line):
             assert "$key" not in line, line
+
+
+# ---------------------------------------------------------------- the posix hook, run against a fake az
+
+FAKE_AZ = r"""#!/bin/sh
+# Stand-in for the Azure CLI: logs its argv, answers from $FAKE_AZ_STATE.
+printf '%s\n' "$*" >>"$FAKE_AZ_LOG"
+case "$1 $2" in
+  "account show") [ "$FAKE_AZ_SIGNED_IN" = 1 ] || { echo "Please run 'az login'" >&2; exit 1; } ;;
+  "functionapp keys")
+    case "$3" in
+      list) [ -f "$FAKE_AZ_STATE/key" ] && cat "$FAKE_AZ_STATE/key" ;;
+      set) printf 'generated-host-key-value' >"$FAKE_AZ_STATE/key" ;;
+    esac ;;
+  "rest --method")
+    for arg in "$@"; do
+      case "$arg" in @*) cp "${arg#@}" "$FAKE_AZ_STATE/body.json" ;; esac
+    done ;;
+esac
+exit 0
+"""
+
+HOOK_ENV = {
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "AZURE_RESOURCE_GROUP": "rg-test",
+    "AZURE_FUNCTION_NAME": "func-api-test",
+    "APIM_NAME": "apim-test",
+    "APIM_FUNCTION_KEY_NAMED_VALUE": "function-host-key",
+}
+
+
+def run_hook(
+    tmp_path: Path, *args: str, signed_in: bool = True
+) -> tuple[subprocess.CompletedProcess[str], str, Path]:
+    if shutil.which("sh") is None:
+        pytest.skip("sh not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "az").write_text(FAKE_AZ, encoding="utf-8")
+    (bin_dir / "az").chmod(0o755)
+    (bin_dir / "sleep").write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # no real waits
+    (bin_dir / "sleep").chmod(0o755)
+    log = tmp_path / "az.log"
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "FAKE_AZ_LOG": str(log),
+        "FAKE_AZ_STATE": str(tmp_path),
+        "FAKE_AZ_SIGNED_IN": "1" if signed_in else "0",
+        **HOOK_ENV,
+    }
+    done = subprocess.run(
+        ["sh", str(HOOK_SH), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    return done, log.read_text(encoding="utf-8") if log.exists() else "", tmp_path
+
+
+def test_the_hook_creates_the_key_once_and_writes_it_only_into_the_request_body(
+    tmp_path: Path,
+) -> None:
+    done, calls, state = run_hook(tmp_path)
+    assert done.returncode == 0, done.stderr
+    body = (state / "body.json").read_text(encoding="utf-8")
+    assert '"value":"generated-host-key-value"' in body
+    assert '"secret":true' in body
+    # Never on a command line, never printed.
+    assert "generated-host-key-value" not in calls
+    assert "generated-host-key-value" not in done.stdout + done.stderr
+    assert calls.count("functionapp keys set") == 1
+    put = next(line for line in calls.splitlines() if line.startswith("rest --method put"))
+    assert "/service/apim-test/namedValues/function-host-key?api-version=2024-05-01" in put
+    # A second run reuses the key instead of creating another.
+    done, calls, _ = run_hook(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert calls.count("functionapp keys set") == 1
+
+
+@pytest.mark.parametrize(("args", "status"), [((), 1), (("--best-effort",), 0)])
+def test_the_hook_stops_at_once_when_the_cli_is_not_signed_in(
+    tmp_path: Path, args: tuple[str, ...], status: int
+) -> None:
+    done, calls, _ = run_hook(tmp_path, *args, signed_in=False)
+    assert done.returncode == status
+    assert "az login" in done.stderr
+    assert "functionapp keys" not in calls
+
+
+def test_a_missing_setting_is_named(tmp_path: Path) -> None:
+    if shutil.which("sh") is None:
+        pytest.skip("sh not installed")
+    env = {"PATH": "/usr/bin:/bin", **{k: v for k, v in HOOK_ENV.items() if k != "APIM_NAME"}}
+    done = subprocess.run(["sh", str(HOOK_SH)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert "APIM_NAME is not set" in done.stderr

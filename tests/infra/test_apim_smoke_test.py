@@ -210,6 +210,26 @@ def sse_body() -> bytes:
             "model": "m",
             "choices": [{"index": 0, "delta": {"content": "ng"}, "finish_reason": "stop"}],
         },
+        # Asynchronous content filtering: an annotation-only event after finish_reason, with a
+        # choice that has no delta (content-filter-streaming).
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": None,
+                    "content_filter_offsets": {
+                        "check_offset": 0,
+                        "start_offset": 0,
+                        "end_offset": 4,
+                    },
+                    "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+                }
+            ],
+        },
     ]
     return (
         b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
@@ -310,7 +330,9 @@ def test_events_are_read_after_the_positions_until_everything_is_found() -> None
     wanted = {"type": "usage", "record_id": "r1"}
 
     async def receive_batch(on_event_batch: Any, **kwargs: Any) -> None:
-        assert kwargs["starting_position"] == {"0": "41", "1": "-1"}
+        # ints: the SDK reads a str as an offset, an int as a sequence number (what was noted).
+        assert kwargs["starting_position"] == {"0": 41, "1": -1}
+        assert all(type(p) is int for p in kwargs["starting_position"].values())
         assert kwargs["starting_position_inclusive"] is False
         await on_event_batch(
             None, [EventData("not json"), EventData(json.dumps({"type": "other"}))]

@@ -5,6 +5,7 @@ Each rule runs on the real templates and on an altered copy that breaks it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,43 @@ def test_the_subscription_is_scoped_to_the_product_that_holds_the_api(api: str) 
 def test_the_policy_files_sit_next_to_the_module() -> None:
     for name in ("apim-openai-api-policy.xml", "apim-gateway-event-fragment.xml"):
         assert (Path(API).parent / name).is_file()
+
+
+# The keys a StandardV2 service reports in the 2024-05-01 REST spec example
+# (Azure/azure-rest-api-specs, apimanagement examples/ApiManagementCreateServiceSkuv2Service.json).
+V2_CUSTOM_PROPERTIES = {
+    f"Microsoft.WindowsAzure.ApiManagement.Gateway.{key}"
+    for key in (
+        "Security.Protocols.Tls10",
+        "Security.Protocols.Tls11",
+        "Security.Backend.Protocols.Tls10",
+        "Security.Backend.Protocols.Tls11",
+        "Security.Backend.Protocols.Ssl30",
+        "Protocols.Server.Http2",
+    )
+}
+
+
+def custom_property_problems(service_bicep: str) -> list[str]:
+    (apim,) = [
+        r for r in bt.resources(service_bicep) if r.type == "Microsoft.ApiManagement/service"
+    ]
+    block = bt.object_body(bt.get_path(apim.body, "properties.customProperties") or "") or ""
+    keys = set(re.findall(r"^\s*'([^']+)'\s*:", block, re.MULTILINE))
+    problems = [f"{k}: not a key the v2 tiers accept" for k in sorted(keys - V2_CUSTOM_PROPERTIES)]
+    for protocol in ("Protocols.Tls10", "Protocols.Tls11"):
+        if f"Microsoft.WindowsAzure.ApiManagement.Gateway.Security.{protocol}" not in keys:
+            problems.append(f"client-side {protocol} is not turned off explicitly")
+    return problems
+
+
+def test_custom_properties_are_ones_every_allowed_tier_accepts(service: str) -> None:
+    assert custom_property_problems(service) == []
+    ssl30 = (
+        "      'Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Ssl30': 'False'\n"
+    )
+    altered = service.replace("    customProperties: {\n", "    customProperties: {\n" + ssl30, 1)
+    assert custom_property_problems(altered) == [
+        "Microsoft.WindowsAzure.ApiManagement.Gateway.Security.Protocols.Ssl30: "
+        "not a key the v2 tiers accept"
+    ]
