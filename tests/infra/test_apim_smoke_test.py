@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
+from pathlib import Path
 from typing import Any
 from unittest.mock import create_autospec
 
@@ -465,3 +467,48 @@ def test_main_without_settings_exits_2(
         monkeypatch.delenv(name, raising=False)
     assert st.main([]) == 2
     assert "missing setting(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the real record and event formats
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documented_usage_records() -> list[dict[str, Any]]:
+    """The example records of docs/usage-record.md (generated from real calls, schema-checked)."""
+    text = (ROOT / "docs" / "usage-record.md").read_text(encoding="utf-8")
+    records = []
+    for block in re.findall(r"```json\n(.*?)\n```", text, re.DOTALL):
+        value = json.loads(block)
+        if isinstance(value, dict) and value.get("type") == "usage":
+            records.append(value)
+    return records
+
+
+def gateway_event_as_the_fragment_writes_it(
+    request_id: str, subscription_id: str
+) -> dict[str, Any]:
+    """A gateway event keyed by the JProperty names of the policy fragment itself."""
+    fragment = (ROOT / "infra" / "modules" / "apim-gateway-event-fragment.xml").read_text(
+        encoding="utf-8"
+    )
+    names = re.findall(r'new JProperty\("(\w+)"', fragment)
+    values = {"request_id": request_id, "subscription_id": subscription_id, "status": 200}
+    event: dict[str, Any] = {name: values.get(name, "") for name in names}
+    event["type"] = re.search(r'new JProperty\("type", "(\w+)"\)', fragment).group(1)
+    return event
+
+
+def test_a_documented_usage_record_joins_a_gateway_event_from_the_policy() -> None:
+    counted = [r for r in documented_usage_records() if r["usage"]["source"] != "none"]
+    assert counted, "docs/usage-record.md has no example with exact token counts"
+    record = counted[0]
+    caller = record["caller"]
+    # APIM prints the request id as a GUID; compare as the smoke test does, ignoring case.
+    event = gateway_event_as_the_fragment_writes_it(
+        caller["request_id"].upper(), caller["subscription_id"]
+    )
+    call = outcome("azure streamed", record["record_id"])
+    (check,) = st.match([call], [event, record])
+    assert check.passed, check.detail
+    assert check.tokens == record["usage"]["total_tokens"]
