@@ -75,6 +75,13 @@ def test_azd_signs_in_federated_then_provisions_deploys_and_smoke_tests(
     assert "--federated-credential-provider github" in login
 
 
+def test_the_deploy_job_waits_for_the_pipeline_configuration(workflow: dict[str, Any]) -> None:
+    # A fresh copy of the template has no repository variables yet: skip, do not fail.
+    condition = workflow["jobs"]["deploy"]["if"]
+    assert "vars.AZURE_CLIENT_ID != ''" in condition
+    assert "vars.AZURE_SUBSCRIPTION_ID != ''" in condition
+
+
 def test_the_pipeline_principal_type_is_service_principal(workflow: dict[str, Any]) -> None:
     assert workflow["jobs"]["deploy"]["env"]["AZURE_PRINCIPAL_TYPE"] == "ServicePrincipal"
 
