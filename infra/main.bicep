@@ -15,8 +15,8 @@ param environmentName string
 // https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#view-currently-supported-regions
 // https://learn.microsoft.com/azure/api-management/api-management-region-availability
 // https://learn.microsoft.com/azure/ai-foundry/openai/concepts/models#model-summary-table-and-region-availability
-// uksouth is left out: the APIM region page flags new Basic v2 / Standard v2 instances there as
-// temporarily unavailable (capacity), so a first `azd up` would fail on APIM after everything else.
+// Left out: westus3 (not in the v2 tiers' region table) and uksouth (new Basic v2 / Standard v2
+// instances flagged temporarily unavailable there): a first `azd up` would fail on APIM.
 @minLength(1)
 @allowed([
   'australiaeast'
@@ -28,7 +28,6 @@ param environmentName string
   'northeurope'
   'swedencentral'
   'westeurope'
-  'westus3'
 ])
 @metadata({
   azd: {

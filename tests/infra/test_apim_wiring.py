@@ -105,3 +105,58 @@ def test_azure_yaml_runs_the_key_hook_on_both_platforms(hook: str, strict: bool)
     for run in (posix["run"], windows["run"]):
         path = re.search(r"\./(scripts/\S+)", run).group(1)
         assert (ROOT / path).is_file()
+
+
+# Regions with Basic v2 and Standard v2, from the table of
+# https://learn.microsoft.com/azure/api-management/api-management-region-availability
+# (MicrosoftDocs/azure-docs articles/api-management/api-management-region-availability.md, 2025-11-11),
+# without uksouth, where new v2 instances are flagged temporarily unavailable. Update it from that page.
+APIM_V2_REGIONS = frozenset(
+    {
+        "australiacentral",
+        "australiaeast",
+        "australiasoutheast",
+        "brazilsouth",
+        "canadacentral",
+        "centralindia",
+        "centralus",
+        "eastasia",
+        "eastus",
+        "eastus2",
+        "francecentral",
+        "germanywestcentral",
+        "italynorth",
+        "japaneast",
+        "koreacentral",
+        "northcentralus",
+        "northeurope",
+        "norwayeast",
+        "southafricanorth",
+        "southcentralus",
+        "southindia",
+        "swedencentral",
+        "switzerlandnorth",
+        "uaenorth",
+        "ukwest",
+        "westeurope",
+        "westus",
+        "westus2",
+    }
+)
+
+
+def allowed_locations(main: str) -> list[str]:
+    """The values of the last @allowed list before `param location`."""
+    head = main[: main.index("\nparam location string")]
+    lists = re.findall(r"@allowed\(\[([^\]]*)\]\)", head)
+    assert lists, "param location has no @allowed list"
+    return re.findall(r"'(\w+)'", lists[-1])
+
+
+def test_every_allowed_location_offers_the_apim_v2_tiers() -> None:
+    main = bt.read(MAIN)
+    locations = allowed_locations(main)
+    assert locations
+    assert [loc for loc in locations if loc not in APIM_V2_REGIONS] == []
+    altered = main.replace("  'westeurope'\n", "  'westeurope'\n  'westus3'\n", 1)
+    assert [loc for loc in allowed_locations(altered) if loc not in APIM_V2_REGIONS] == ["westus3"]
