@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, unquote_plus
 
 from .errors import BadRequest, PayloadTooLarge
 from .routes import Operation, RouteSpec
@@ -53,9 +53,15 @@ _DROP_EXACT = frozenset(
         "x-ms-client-principal-id",
         "x-ms-client-principal-name",
         "x-ms-client-principal-idp",
+        "x-ms-invocation-id",
+        "forwarded",
+        "expect",
     }
 )
-_DROP_PREFIXES = ("x-apim-", "x-forwarded-", "x-arr-", "x-original-", "x-waws-")
+# x-ms-token-*: Easy Auth's token store (user tokens) if authentication is ever switched on.
+_DROP_PREFIXES = ("x-apim-", "x-forwarded-", "x-arr-", "x-original-", "x-waws-", "x-ms-token-")
+# The Functions host accepts the function key as ?code=...; like x-functions-key it stays here.
+_FUNCTION_KEY_PARAM = "code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +77,13 @@ class Call:
     method: str
     operation: Operation
     path: str  # upstream path, e.g. /openai/deployments/gpt-4o/chat/completions
-    query: str  # raw query string, passed through unchanged
+    query: str  # raw query string as forwarded: unchanged but for the function key (?code=)
     api_version: str | None
     deployment: str | None
     body: bytes
     payload: dict[str, Any] | None  # the parsed JSON object on JSON routes
     stream: bool
-    forward_headers: list[tuple[str, str]]
+    forward_headers: list[tuple[bytes, bytes]]  # the wire bytes of the headers to forward
     caller: CallerContext
     is_v1: bool = field(default=False)
 
@@ -108,30 +114,59 @@ def describe_call(
     query: str,
     headers: Mapping[str, str] | list[tuple[str, str]],
 ) -> Call:
-    """What is known before the body is read: enough for a record even if the body is rejected."""
+    """What is known before the body is read: enough for a record even if the body is rejected.
+
+    Header values arrive latin-1 decoded (ASGI/Starlette), so encoding them back as latin-1
+    forwards the caller's exact bytes, UTF-8 included.
+    """
     items = list(headers.items()) if isinstance(headers, Mapping) else headers
     lowered = {name.lower(): value for name, value in items}
+    hop_by_hop = {token.strip().lower() for token in lowered.get("connection", "").split(",")}
+    # Route values come from the Functions host in Azure: match names case-insensitively and
+    # treat a missing catch-all tail as empty, rather than fail on them.
     params = {
-        name: quote(str(value), safe="/:@-._~!$&'()*+,;=") for name, value in path_params.items()
+        name.lower(): quote(str(value), safe="/:@-._~!$&'()*+,;=")
+        for name, value in path_params.items()
     }
     path = spec.upstream_path(params)
+    forward_query = _without_function_key(query)
     return Call(
         method=method,
         operation=spec.operation if method == "POST" else "other",
         path=path,
-        query=query,
-        api_version=parse_qs(query).get("api-version", [None])[0],
-        deployment=path_params.get("deployment") if spec.deployment_in_path else None,
+        query=forward_query,
+        api_version=parse_qs(forward_query).get("api-version", [None])[0],
+        deployment=(
+            {k.lower(): v for k, v in path_params.items()}.get("deployment")
+            if spec.deployment_in_path
+            else None
+        ),
         body=b"",
         payload=None,
         stream=False,
-        forward_headers=[(name, value) for name, value in items if _forwardable(name.lower())],
+        forward_headers=[
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in items
+            if _forwardable(name.lower()) and name.lower() not in hop_by_hop
+        ],
         caller=CallerContext(
             fields={key: lowered.get(header) or None for header, key in CALLER_HEADERS.items()},
             traceparent=lowered.get("traceparent") or None,
         ),
         is_v1=path.startswith("/openai/v1/"),
     )
+
+
+def _without_function_key(query: str) -> str:
+    """The query minus `code=`: every other parameter keeps its exact bytes and order."""
+    if not query:
+        return query
+    kept = [
+        part
+        for part in query.split("&")
+        if unquote_plus(part.partition("=")[0]).lower() != _FUNCTION_KEY_PARAM
+    ]
+    return "&".join(kept)
 
 
 def with_body(call: Call, body: bytes) -> Call:

@@ -24,53 +24,83 @@ _NO_CHOICES = b'"choices":[]'
 
 
 class RejectedVersions:
-    """api-versions that answered 400 to stream_options: not injected again in this process."""
+    """(deployment, api-version) pairs whose upstream refused stream_options: not injected again.
+
+    Keyed by deployment too: whether a version accepts the parameter has depended on the model
+    behind it. Only a refusal of our own injection is remembered, never one of a caller's body.
+    """
 
     def __init__(self) -> None:
-        self._versions: set[str] = set()
+        self._keys: set[tuple[str, str]] = set()
 
-    def add(self, api_version: str) -> None:
-        self._versions.add(api_version)
+    def add(self, call: Call) -> None:
+        self._keys.add(_rejection_key(call))
 
-    def __contains__(self, api_version: object) -> bool:
-        return api_version in self._versions
+    def __contains__(self, call: object) -> bool:
+        return isinstance(call, Call) and _rejection_key(call) in self._keys
 
 
 def injection_decision(call: Call, settings: Settings, rejected: RejectedVersions) -> str | None:
-    """None when include_usage should be injected, else why not (the record's source_reason)."""
+    """None when include_usage should be injected, else why not."""
     if not call.stream:
         return "not_streamed"  # usage comes in the body, if the API reports any
     if call.operation != "chat":
         return "operation_not_injected"  # legacy completions; Responses API has response.completed
     if call.include_usage_requested:
         return "client_requested_usage"
-    key = version_key(call)
-    if not key:
+    if not call.is_v1 and not call.api_version:
         return "no_api_version"
-    if not call.is_v1 and key not in settings.inject_api_versions:
+    if not call.is_v1 and call.api_version not in settings.inject_api_versions:
         return "api_version_not_in_injection_allow_list"
-    if key in rejected:
+    if call in rejected:
         return "api_version_rejected_stream_options"
     return None
 
 
-def version_key(call: Call) -> str:
-    """The v1 API has no api-version; it is tracked as "v1"."""
-    return "v1" if call.is_v1 else (call.api_version or "")
+def _rejection_key(call: Call) -> tuple[str, str]:
+    # The v1 API has no api-version; it is tracked as "v1".
+    return (call.deployment or "", "v1" if call.is_v1 else (call.api_version or ""))
 
 
-def injected_body(call: Call) -> bytes:
-    payload = dict(call.payload or {})
+def injected_body(call: Call) -> bytes | None:
+    """The body with include_usage asked for, or None when that cannot be done safely.
+
+    Without a stream_options member the edit is a byte-level append, so every other byte of the
+    caller's body goes upstream unchanged. Merging into an existing member re-serialises (ASCII,
+    strict JSON); a body that cannot be written back as valid JSON is not injected.
+    """
+    payload = call.payload or {}
+    if "stream_options" not in payload:
+        body = call.body.rstrip()
+        if body.endswith(b"}"):
+            return body[:-1] + b',"stream_options":{"include_usage":true}}'
     options = payload.get("stream_options")
-    payload["stream_options"] = {
-        **(options if isinstance(options, dict) else {}),
-        "include_usage": True,
+    merged = {
+        **payload,
+        "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True},
     }
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    try:
+        return json.dumps(
+            merged, ensure_ascii=True, allow_nan=False, separators=(",", ":")
+        ).encode()
+    except ValueError:  # e.g. 1e400 parsed as infinity: not representable in JSON
+        return None
+
+
+# How Azure OpenAI words a parameter it does not know (the 400 body names the parameter).
+_UNKNOWN_PARAMETER_MARKERS = (
+    b"nrecognized request argument",
+    b"nknown parameter",
+    b"unknown_parameter",
+)
 
 
 def rejects_stream_options(status: int, body: bytes) -> bool:
-    return status == 400 and b"stream_options" in body
+    return (
+        status == 400
+        and b"stream_options" in body
+        and any(marker in body for marker in _UNKNOWN_PARAMETER_MARKERS)
+    )
 
 
 def uninject(events: Iterable[bytes]) -> bytes:

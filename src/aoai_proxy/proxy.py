@@ -1,19 +1,21 @@
 """The request path, top to bottom: parse -> forward -> relay -> record -> emit.
 
 Both adapters (the Azure Function and the local ASGI app) call `handle` with a Starlette request
-(the Functions HTTP streaming extension passes FastAPI's, which is the same class).
+(the Functions HTTP streaming extension passes FastAPI's, which is the same class). Every call ends
+in exactly one usage record, whatever happens; errors become the Azure OpenAI shape here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from .config import ConfigError
@@ -26,13 +28,19 @@ from .errors import (
     UpstreamUnreachable,
 )
 from .inbound import Call, describe_call, read_body, with_body
-from .inject import injected_body, injection_decision, rejects_stream_options, uninject, version_key
+from .inject import injected_body, injection_decision, rejects_stream_options, uninject
 from .relay import RECORD_ID_HEADER, buffered, is_event_stream, streamed
 from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
 from .usage import UsageMeter, now_ms
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class ClientGone(Exception):
+    """The caller disconnected before the response started."""
 
 
 async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Response:
@@ -51,6 +59,7 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
         headers=request.headers.items(),
     )
     meter = _meter(runtime, call, started, started_at)
+    emit = _emitter(runtime)
     try:
         body = await read_body(
             request.stream(),
@@ -58,13 +67,85 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
             runtime.settings.max_request_bytes,
         )
         meter.call = call = with_body(call, body)
-        return await forward(runtime, call, meter)
+        return await _unless_client_leaves(request, forward(runtime, call, meter, emit))
     except ProxyError as exc:
         return _answer_with_error(runtime, meter, exc)
+    except (ClientDisconnect, ClientGone):
+        # Nobody to answer; the record says what happened and the upstream call (if any) is closed.
+        meter.disconnected()
+        if not meter.finished:
+            emit(meter)
+        return Response(status_code=400)
     except Exception:
         # A bug, not the caller's fault: the traceback goes to the log, never to the client.
         log.exception("unexpected error while handling %s %s", request.method, call.path)
+        if meter.finished:  # the response was built; the failure came after the record
+            raise
         return _answer_with_error(runtime, meter, InternalError("The proxy failed unexpectedly."))
+
+
+async def forward(
+    runtime: Runtime, call: Call, meter: UsageMeter, emit: Callable[[UsageMeter], None]
+) -> Response:
+    settings = runtime.settings
+    # One deadline for the token, the connection and the response headers, and for a non-streamed
+    # call the whole body: Azure ends an HTTP-triggered call that has sent nothing after 230 s.
+    deadline = asyncio.get_running_loop().time() + settings.response_timeout
+    reason = injection_decision(call, settings, runtime.rejected_versions)
+    body = injected_body(call) if reason is None else call.body
+    if body is None:
+        reason, body = "body_not_reinjectable", call.body
+    meter.injected = reason is None
+    meter.injection_skipped_reason = reason
+    upstream = await _open(runtime, call, body, deadline)
+    if meter.injected and upstream.status_code == 400 and not is_event_stream(upstream):
+        await _read_error(upstream)
+        if rejects_stream_options(upstream.status_code, upstream.content):
+            # Upstream does not know stream_options here: resend the caller's own body. Remember it
+            # only when the caller's body had none and that resend was accepted.
+            upstream = await _open(runtime, call, call.body, deadline)
+            meter.injected = False
+            meter.injection_skipped_reason = "api_version_rejected_stream_options"
+            if "stream_options" not in (call.payload or {}) and upstream.status_code != 400:
+                runtime.rejected_versions.add(call)
+    meter.upstream_headers(upstream.status_code, upstream.headers)
+    if is_event_stream(upstream):
+        return streamed(upstream, meter, emit, uninject if meter.injected else None)
+    try:
+        return await buffered(upstream, meter, emit, deadline)
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        raise UpstreamTimeout(
+            f"Azure OpenAI did not finish the response within {settings.response_timeout:g} s. "
+            "Long generations should use stream=true."
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamUnreachable("The connection to Azure OpenAI failed mid-response.") from exc
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
+    """Runs `work`, cancelled at once if the caller disconnects first (waiting for upstream
+    headers can take minutes with reasoning models). Once the response starts, the streaming
+    response watches for the disconnect itself; in Azure the disconnect may never arrive, and
+    then `work` simply runs to its end."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # With the body read, an ASGI server's next message is the disconnect. Anything else means
+    # this server does not report it: stop watching rather than consume messages in a loop.
+    if (await request.receive())["type"] != "http.disconnect":
+        await asyncio.Event().wait()
 
 
 async def unrouted(request: Request, holder: RuntimeHolder) -> Response:
@@ -84,44 +165,15 @@ async def unrouted(request: Request, holder: RuntimeHolder) -> Response:
     return _answer_with_error(runtime, _meter(runtime, call, now_ms(), datetime.now(UTC)), error)
 
 
-async def forward(runtime: Runtime, call: Call, meter: UsageMeter) -> Response:
-    settings = runtime.settings
-    reason = injection_decision(call, settings, runtime.rejected_versions)
-    meter.injected = reason is None
-    meter.injection_skipped_reason = reason
-    try:
-        upstream = await _open(runtime, call, injected_body(call) if meter.injected else call.body)
-        if meter.injected and upstream.status_code == 400 and not is_event_stream(upstream):
-            await _read_error(upstream)
-            if rejects_stream_options(upstream.status_code, upstream.content):
-                # This api-version does not know stream_options: resend the caller's own body.
-                runtime.rejected_versions.add(version_key(call))
-                meter.injected = False
-                meter.injection_skipped_reason = "api_version_rejected_stream_options"
-                upstream = await _open(runtime, call, call.body)
-        meter.upstream_headers(upstream.status_code, upstream.headers)
-        if is_event_stream(upstream):
-            return streamed(
-                upstream, meter, _emitter(runtime), uninject if meter.injected else None
-            )
-        try:
-            return await buffered(upstream, meter, _emitter(runtime), settings.response_timeout)
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            raise UpstreamTimeout(
-                f"Azure OpenAI did not finish the response within {settings.response_timeout:g} s. "
-                "Long generations should use stream=true."
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamUnreachable(
-                "The connection to Azure OpenAI failed mid-response."
-            ) from exc
-    except ProxyError as exc:
-        return _answer_with_error(runtime, meter, exc)
-
-
-async def _open(runtime: Runtime, call: Call, body: bytes) -> httpx.Response:
+async def _open(runtime: Runtime, call: Call, body: bytes, deadline: float) -> httpx.Response:
     return await runtime.upstream.open(
-        call.method, call.path, call.query, call.forward_headers, body, stream=call.stream
+        call.method,
+        call.path,
+        call.query,
+        call.forward_headers,
+        body,
+        stream=call.stream,
+        deadline=deadline,
     )
 
 
@@ -173,7 +225,9 @@ async def health(holder: RuntimeHolder) -> Response:
     try:
         runtime = await holder.get()
     except ConfigError as exc:
-        problem = {"status": "misconfigured", "error": str(exc)}
+        # Anonymous route: the details (which may quote a setting's value) go to the log only.
+        log.error("configuration error: %s", exc)
+        problem = {"status": "misconfigured", "error": "invalid settings; see the application log"}
         return Response(json.dumps(problem), status_code=503, media_type="application/json")
     body: dict[str, Any] = {"status": "ok", "delivery": dict(runtime.sink.health())}
     return Response(json.dumps(body), media_type="application/json")

@@ -38,6 +38,8 @@ _FORWARD_EXACT = frozenset(
         "retry-after-ms",
         "azureml-model-session",
         "openai-processing-ms",
+        "policy-id",
+        "x-ms-rai-invoked",
     }
 )
 _FORWARD_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
@@ -62,23 +64,23 @@ def is_event_stream(response: httpx.Response) -> bool:
 
 
 async def buffered(
-    upstream: httpx.Response, meter: UsageMeter, finish: Finish, deadline_s: float
+    upstream: httpx.Response, meter: UsageMeter, finish: Finish, deadline: float
 ) -> Response:
-    """A non-streamed response: read it whole (within the deadline), then answer byte for byte."""
+    """A non-streamed response: read it whole (by `deadline`, event-loop time), then answer byte
+    for byte. The record is emitted once the body has been sent (or the send failed)."""
     try:
-        async with asyncio.timeout(deadline_s):
+        async with asyncio.timeout_at(deadline):
             body = await upstream.aread()
     finally:
         await upstream.aclose()
-    meter.observe_body(body)
-    meter.first_byte_sent()
-    response = Response(
-        content=body,
+    _metered(meter.observe_body, body)
+    return RecordedResponse(
+        body,
         status_code=upstream.status_code,
         headers=relayed_headers(upstream.headers, meter),
+        meter=meter,
+        finish=finish,
     )
-    finish(meter)
-    return response
 
 
 def streamed(
@@ -116,12 +118,15 @@ async def _relay_events(
                     meter.first_byte_sent()
                     meter.response_bytes += len(out)
                     yield out
-                _observe(meter, events, received)  # after the client has the bytes
-            rest = framer.flush()
+                _metered(_observe, meter, events, received)  # after the client has the bytes
+            rest = framer.flush()  # a last event with no blank line after it
+            out = event_filter([rest]) if rest and event_filter else rest
+            if out:
+                meter.first_byte_sent()
+                meter.response_bytes += len(out)
+                yield out
             if rest:
-                meter.response_bytes += len(rest)
-                yield rest
-                _observe(meter, [rest], now_ms())
+                _metered(_observe, meter, [rest], now_ms())
         except httpx.HTTPError as exc:
             log.warning("upstream stream failed after %d bytes: %r", meter.response_bytes, exc)
             message = "The upstream stream ended unexpectedly; the response is incomplete."
@@ -141,6 +146,14 @@ async def _relay_events(
     finally:
         await upstream.aclose()
         finish(meter)
+
+
+def _metered(observe: Callable[..., None], *args: object) -> None:
+    """Metering never touches the relayed bytes, and its failure must not stop them either."""
+    try:
+        observe(*args)
+    except Exception:
+        log.exception("usage metering failed; the response is relayed unchanged")
 
 
 def _observe(meter: UsageMeter, events: Iterable[bytes], received_ms: float) -> None:
@@ -185,3 +198,27 @@ class RelayStreamingResponse(StreamingResponse):
                 await self._upstream.aclose()
                 self._meter.disconnected()
                 self._finish(self._meter)
+
+
+class RecordedResponse(Response):
+    """A whole body, answered byte for byte; the record is emitted after the send, however it ends."""
+
+    def __init__(
+        self,
+        content: bytes,
+        *,
+        status_code: int,
+        headers: Mapping[str, str],
+        meter: UsageMeter,
+        finish: Finish,
+    ) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self._meter = meter
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._meter.first_byte_sent()
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._finish(self._meter)

@@ -23,8 +23,14 @@ class RouteSpec:
     deployment_in_path: bool = False
 
     def upstream_path(self, path_params: dict[str, str]) -> str:
+        """The template filled with the (lower-cased) route values; a missing one counts as empty."""
         path = self.template.replace("{*path}", "{path}")
-        return "/" + path.format(**path_params)
+        return "/" + path.format_map(_Blank(path_params))
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
 
 
 PROXY_ROUTES: tuple[RouteSpec, ...] = (

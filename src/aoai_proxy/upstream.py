@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
 
+_BODYLESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+
 
 class Upstream:
     """Opens upstream responses; the caller relays and closes them.
@@ -40,39 +42,34 @@ class Upstream:
         method: str,
         path: str,
         query: str,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[bytes, bytes]],
         body: bytes,
         *,
         stream: bool,
+        deadline: float,
     ) -> httpx.Response:
-        """Sends the call and returns once response headers arrive (body not read yet)."""
+        """Sends the call and returns once response headers arrive (body not read yet).
+
+        `deadline` (event-loop time) bounds the token, the connection and the response headers.
+        """
         settings = self._settings
-        request_headers = list(headers)
-        # httpx would otherwise advertise gzip/br and decode: the relay must see the wire bytes.
-        request_headers.append(("Accept-Encoding", "identity"))
-        if self._token_provider is not None:
-            try:
-                token = await self._token_provider()
-            except Exception as exc:
-                log.exception("could not get an Entra ID token for Azure OpenAI")
-                raise UpstreamUnreachable(
-                    "Could not get an Entra ID token for Azure OpenAI; check the Function's "
-                    "managed identity and its role assignment."
-                ) from exc
-            request_headers.append(("Authorization", f"Bearer {token}"))
         # Streams: a generous gap between chunks (reasoning models can think for minutes after
-        # the first event). Non-streamed: one deadline below the 230 s Azure allows a silent call.
+        # the first event). Non-streamed: the caller's deadline bounds the whole answer.
         read = settings.stream_idle_timeout if stream else settings.response_timeout
         timeout = httpx.Timeout(connect=settings.connect_timeout, read=read, write=read, pool=read)
-        request = self._client.build_request(
-            method,
-            path + ("?" + query if query else ""),
-            headers=request_headers,
-            content=body if body or method not in ("GET", "HEAD", "DELETE", "OPTIONS") else None,
-            timeout=timeout,
-        )
         try:
-            async with asyncio.timeout(settings.response_timeout):
+            async with asyncio.timeout_at(deadline):
+                # httpx would otherwise advertise gzip/br and decode: the relay needs wire bytes.
+                request_headers = [*headers, (b"accept-encoding", b"identity")]
+                if self._token_provider is not None:
+                    request_headers.append((b"authorization", b"Bearer " + await self._token()))
+                request = self._client.build_request(
+                    method,
+                    path + ("?" + query if query else ""),
+                    headers=request_headers,
+                    content=body if body or method not in _BODYLESS else None,
+                    timeout=timeout,
+                )
                 return await self._client.send(request, stream=True)
         except (TimeoutError, httpx.TimeoutException) as exc:
             if isinstance(exc, httpx.ConnectTimeout):
@@ -86,6 +83,17 @@ class Upstream:
         except httpx.TransportError as exc:
             # The details (host, errno) go to the log with the traceback, not to the caller.
             raise UpstreamUnreachable("Azure OpenAI could not be reached.") from exc
+
+    async def _token(self) -> bytes:
+        assert self._token_provider is not None
+        try:
+            return (await self._token_provider()).encode("ascii")
+        except Exception as exc:
+            log.exception("could not get an Entra ID token for Azure OpenAI")
+            raise UpstreamUnreachable(
+                "Could not get an Entra ID token for Azure OpenAI; check the Function's "
+                "managed identity and its role assignment."
+            ) from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -33,6 +33,7 @@ NO_USAGE_REASONS = (
     "api_version_not_in_injection_allow_list",
     "api_version_rejected_stream_options",
     "operation_not_injected",
+    "body_not_reinjectable",
     "no_usage_in_response",
 )
 # Reasons from inject.injection_decision that explain a missing usage (the others do not: a client
@@ -43,6 +44,7 @@ _INJECTION_EXPLAINS_NO_USAGE = frozenset(
         "api_version_not_in_injection_allow_list",
         "api_version_rejected_stream_options",
         "operation_not_injected",
+        "body_not_reinjectable",
     }
 )
 
@@ -67,7 +69,8 @@ class _Capture:
     digest: Any = field(default_factory=hashlib.sha256)
 
     def add(self, text: str) -> None:
-        data = text.encode("utf-8")
+        # surrogatepass: a lone surrogate (a client that split an emoji) is measured, not fatal.
+        data = text.encode("utf-8", errors="surrogatepass")
         self.size += len(data)
         self.digest.update(data)
         room = self.limit - len(self.kept)
@@ -196,10 +199,10 @@ class UsageMeter:
             self.response_id = str(payload["id"])
         if not self.model and payload.get("model"):
             self.model = str(payload["model"])
-        for result in payload.get("prompt_filter_results") or ():
+        for result in _items(payload.get("prompt_filter_results")):
             if isinstance(result, dict) and _any_filtered(result.get("content_filter_results")):
                 self.prompt_filtered = True
-        for choice in payload.get("choices") or ():
+        for choice in _items(payload.get("choices")):
             if isinstance(choice, dict):
                 self._observe_choice(choice, received_ms, streamed)
         usage = payload.get("usage")
@@ -228,7 +231,7 @@ class UsageMeter:
             tool_calls = message.get("tool_calls")
         elif isinstance(choice.get("text"), str):  # legacy completions
             text = choice["text"]
-        for position, call in enumerate(tool_calls or ()):
+        for position, call in enumerate(_items(tool_calls)):
             if isinstance(call, dict) and (call.get("id") or not streamed):
                 key = call.get("index", position)
                 self._tool_calls.add((index, key if isinstance(key, int | str) else position))
@@ -283,12 +286,12 @@ class UsageMeter:
         error = response.get("error")
         if isinstance(error, dict):
             self._observe_error(error)
-        for item in response.get("output") or ():
+        for item in _items(response.get("output")):
             if isinstance(item, dict) and item.get("type") == "function_call":
                 self._tool_calls.add((0, str(item.get("id") or item.get("call_id"))))
             elif isinstance(item, dict) and self._completion is not None and not self.output_events:
                 # A non-streamed response: its text is here, not in delta events.
-                for part in item.get("content") or ():
+                for part in _items(item.get("content")):
                     if isinstance(part, dict) and part.get("type") == "output_text":
                         self._completion.add(str(part.get("text", "")))
         usage = response.get("usage")
@@ -421,6 +424,11 @@ class UsageMeter:
         if self.injection_skipped_reason in _INJECTION_EXPLAINS_NO_USAGE:
             return self.injection_skipped_reason
         return "no_usage_in_response"
+
+
+def _items(value: Any) -> list[Any]:
+    """A JSON array, or nothing: an unexpected shape is skipped, never an error."""
+    return value if isinstance(value, list) else []
 
 
 def _since(start: float, at: float | None) -> float | None:

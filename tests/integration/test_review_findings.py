@@ -1,8 +1,5 @@
-"""Review findings on the request path, each shown by a test that fails today (xfail, strict).
-
-When a fix lands, its test starts passing, strict xfail turns that into a failure: drop the marker
-then. Each reason names the finding in the review report.
-"""
+"""Edge cases of the request path found in review: non-ASCII and malformed input, credentials in the
+query, injection refusals, platform headers, metering failures, deadlines and early disconnects."""
 
 from __future__ import annotations
 
@@ -63,11 +60,6 @@ def _records(log: Path, count: int) -> list[dict[str, Any]]:
 # -- 1. inbound headers -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F1: a non-ASCII request header value (latin-1 decoded by Starlette) makes httpx raise "
-    "UnicodeEncodeError: the caller gets 500 internal_error instead of the upstream's answer",
-)
 def test_non_ascii_header_value_is_forwarded_not_a_500(proxy: Any, upstream: Any) -> None:
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         response = client.post(
@@ -82,11 +74,6 @@ def test_non_ascii_header_value_is_forwarded_not_a_500(proxy: Any, upstream: Any
 # -- 2. injection re-serialisation -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F2: injected_body() re-serialises with ensure_ascii=False then .encode(): a lone "
-    "surrogate escape (\\ud83d, e.g. a client-truncated emoji) raises UnicodeEncodeError -> 500",
-)
 def test_lone_surrogate_escape_in_an_injected_stream_is_not_a_500(proxy: Any) -> None:
     body = b'{"messages":[{"role":"user","content":"cut emoji \\ud83d"}],"stream":true}'
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
@@ -94,11 +81,6 @@ def test_lone_surrogate_escape_in_an_injected_stream_is_not_a_500(proxy: Any) ->
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F2b: injected_body() turns 1e400 (parsed as inf) into the non-JSON token Infinity: the "
-    "upstream gets an invalid body only because the proxy injected",
-)
 def test_injected_body_is_valid_json_whatever_the_numbers() -> None:
     call = Call(
         method="POST",
@@ -123,11 +105,6 @@ def test_injected_body_is_valid_json_whatever_the_numbers() -> None:
 # -- 3. credentials in the query string ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F3: the Functions key passed as ?code=... (auth level FUNCTION accepts it) is forwarded "
-    "to Azure OpenAI with the query string; only the x-functions-key header is dropped",
-)
 def test_function_key_in_the_query_string_never_reaches_upstream(proxy: Any, upstream: Any) -> None:
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         response = client.post(f"{CHAT}&code=host-key-secret", json={"messages": MESSAGES})
@@ -172,11 +149,6 @@ def _strict_stream_options_upstream() -> Starlette:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F4: any 400 whose body mentions stream_options marks the api-version as rejecting "
-    "injection for the whole process: one caller's bad stream_options turns off exact usage for all",
-)
 def test_one_callers_bad_stream_options_does_not_disable_injection_for_everyone(
     serve_asgi: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -199,11 +171,6 @@ def test_one_callers_bad_stream_options_does_not_disable_injection_for_everyone(
 # -- 5. records lost in the sink -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F5: a lone surrogate in a record string (here the v1 body's model) makes the JSONL "
-    "writer raise UnicodeEncodeError (only OSError is caught): the whole batch of records is lost",
-)
 def test_a_lone_surrogate_in_the_body_never_loses_the_usage_record(proxy: Any) -> None:
     body = b'{"model":"gpt-4o-mini\\udc80","messages":[{"role":"user","content":"hi"}]}'
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
@@ -218,11 +185,6 @@ def test_a_lone_surrogate_in_the_body_never_loses_the_usage_record(proxy: Any) -
 # -- 6. path params as the Functions worker fills them ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F6: describe_call() runs outside handle()'s try: path_params without the template's "
-    "key (the worker fills them from host binding data) raise KeyError instead of an Azure-shaped error",
-)
 def test_handle_answers_in_azure_shape_when_a_route_value_is_missing(tmp_path: Path) -> None:
     spec = next(s for s in PROXY_ROUTES if s.template == "openai/{*path}")
     settings = Settings(
@@ -280,11 +242,6 @@ def _slow_headers_then_slow_body_upstream(headers_s: float, body_s: float) -> An
     return app
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F7: the non-streamed deadline restarts after the headers (open() and buffered() each "
-    "get PROXY_RESPONSE_TIMEOUT_SECONDS): up to 2x220 s, past Azure's 230 s limit, not a 504",
-)
 def test_non_streamed_deadline_covers_headers_and_body_together(
     serve_asgi: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -302,11 +259,6 @@ def test_non_streamed_deadline_covers_headers_and_body_together(
 # -- 8. disconnects before the first byte --------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F8: a client that leaves before upstream headers arrive (long time to first token) is "
-    "not noticed until the headers come: handle() awaits upstream.open() without watching receive()",
-)
 def test_client_leaving_before_the_first_event_closes_the_upstream_promptly(
     proxy: Any, upstream: Any
 ) -> None:
@@ -328,12 +280,6 @@ def test_client_leaving_before_the_first_event_closes_the_upstream_promptly(
 # -- 9. what else reaches upstream -----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F9: platform headers reach Azure OpenAI: x-ms-invocation-id (the host's correlation id "
-    "to the worker), Easy Auth's x-ms-token-aad-* token-store headers (credentials) and RFC 7239 "
-    "Forwarded; the drop list has only x-forwarded-* and x-ms-client-principal*",
-)
 def test_functions_host_plumbing_headers_are_not_forwarded(proxy: Any, upstream: Any) -> None:
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         client.post(
@@ -368,11 +314,6 @@ def _odd_but_valid_sse_upstream() -> Starlette:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F10: the meter parses inside the relay generator; an unexpected event shape (TypeError "
-    "in _observe_completion_payload) aborts the client's stream instead of only the metering",
-)
 def test_an_unexpected_event_shape_never_breaks_the_relay(
     serve_asgi: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -392,11 +333,6 @@ def _odd_but_valid_json_upstream() -> Starlette:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F10b: the same for non-streamed calls: observe_body() raising turns the upstream's 200 "
-    "into the proxy's 500 internal_error, and the upstream body is lost",
-)
 def test_an_unexpected_body_shape_is_still_relayed(
     serve_asgi: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -410,11 +346,6 @@ def test_an_unexpected_body_shape_is_still_relayed(
 # -- 11. a client that leaves during the upload ----------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="F11: Starlette's ClientDisconnect while reading the body falls into handle()'s generic "
-    "except: logged as a proxy bug with a traceback and recorded as a 500 internal_error",
-)
 def test_client_leaving_during_the_upload_is_recorded_as_a_disconnect(proxy: Any) -> None:
     import socket
     from urllib.parse import urlsplit

@@ -108,11 +108,34 @@ def test_no_injection_when_client_asked_for_usage_or_not_streaming_or_old_versio
     old = chat_call({"stream": True}, api_version="2024-06-01")
     assert injection_decision(old, SETTINGS, rejected) == "api_version_not_in_injection_allow_list"
     assert injection_decision(chat_call({"stream": True}, v1=True), SETTINGS, rejected) is None
-    rejected.add("v1")
+    rejected.add(chat_call({"stream": True, "model": "gpt-4o-mini"}, v1=True))
     assert (
-        injection_decision(chat_call({"stream": True}, v1=True), SETTINGS, rejected)
+        injection_decision(
+            chat_call({"stream": True, "model": "gpt-4o-mini"}, v1=True), SETTINGS, rejected
+        )
         == "api_version_rejected_stream_options"
     )
+    # Remembered per deployment: another model behind the same version is still injected.
+    other = chat_call({"stream": True, "model": "gpt-4.1"}, v1=True)
+    assert injection_decision(other, SETTINGS, rejected) is None
+
+
+def test_injection_is_a_byte_level_append_that_keeps_every_other_byte() -> None:
+    call = chat_call({"stream": True})
+    # Escapes, spacing and number formats the caller chose must reach upstream as they were.
+    call.body = (
+        rb'{"messages": [{"role":"user","content":"\u00e9 1.50"}], "stream": true}  ' + b"\n"
+    )
+    assert injected_body(call) == (
+        rb'{"messages": [{"role":"user","content":"\u00e9 1.50"}], "stream": true'
+        rb',"stream_options":{"include_usage":true}}'
+    )
+
+
+def test_a_body_that_cannot_be_rewritten_as_json_is_not_injected() -> None:
+    call = chat_call({"stream": True})
+    call.payload = {"stream": True, "stream_options": {}, "temperature": float("inf")}
+    assert injected_body(call) is None
 
 
 def test_never_injected_on_legacy_completions_responses_or_embeddings() -> None:

@@ -18,7 +18,7 @@ _REST: Final = tuple(" " + w for w in _WORDS)
 
 
 def seed_of(*parts: str) -> int:
-    return zlib.crc32("\x1f".join(parts).encode())
+    return zlib.crc32("\x1f".join(parts).encode("utf-8", errors="surrogatepass"))
 
 
 def tokens(count: int, seed: int) -> list[str]:

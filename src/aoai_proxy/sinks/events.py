@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -38,7 +39,7 @@ class Encoded:
 
 def encode(record: UsageRecord) -> Encoded:
     # default=str: a record is JSON-ready by contract; a stray value must not lose the whole record.
-    body = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    body = json.dumps(record, separators=(",", ":"), ensure_ascii=True, default=str).encode()
     record_id = record.get("record_id")
     return Encoded(
         record_id=record_id if isinstance(record_id, str) else "",
@@ -77,14 +78,17 @@ def fit(body: bytes, limit: int) -> bytes:
         longest = max(parts, key=lambda part: len(part["text"]), default=None)
         if excess <= 0 or longest is None or not longest["text"]:
             return body
-        raw: bytes = longest["text"].encode()
+        raw: bytes = longest["text"].encode("utf-8", errors="surrogatepass")
         if "sha256" not in longest:  # not truncated before: the text is the original
             longest["bytes"] = len(raw)
             longest["sha256"] = hashlib.sha256(raw).hexdigest()
-        # Each UTF-8 byte removed shortens the JSON by at least one byte (escapes only lengthen).
-        longest["text"] = raw[: max(0, len(raw) - excess)].decode("utf-8", "ignore")
+        # Records are written as ASCII JSON, where one UTF-8 byte of text can take up to six bytes
+        # (\\uXXXX): cut in proportion to the escaped size, so the text is shortened, not emptied.
+        escaped = len(json.dumps(longest["text"], ensure_ascii=True)) - 2
+        cut = max(1, math.ceil(excess * len(raw) / max(escaped, 1)))
+        longest["text"] = raw[: max(0, len(raw) - cut)].decode("utf-8", "ignore")
         longest["truncated"] = True
-        body = json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()
+        body = json.dumps(record, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def make_producer(

@@ -26,7 +26,7 @@ class JsonlFileSink:
 
     def submit(self, record: UsageRecord) -> None:
         try:
-            self._queue.put_nowait(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            self._queue.put_nowait(json.dumps(record, separators=(",", ":"), ensure_ascii=True))
             if self._writer is None or self._writer.done():
                 self._writer = asyncio.get_running_loop().create_task(self._drain())
         except Exception:  # a sink must never fail a request

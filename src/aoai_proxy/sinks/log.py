@@ -18,7 +18,7 @@ class LogSink:
 
     def submit(self, record: UsageRecord) -> None:
         try:
-            log.info("usage %s", json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            log.info("usage %s", json.dumps(record, separators=(",", ":"), ensure_ascii=True))
             self._logged += 1
         except Exception:  # a sink must never fail a request
             log.exception("usage record could not be logged")
