@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .config import Settings
+from .errors import MethodNotAllowed, NotFound
 from .proxy import handle, health, unrouted
 from .routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from .runtime import RuntimeHolder
@@ -32,7 +33,11 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
         return await health(holder)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        return await unrouted(request, holder)
+        return await unrouted(request, holder, NotFound(f"No route for {request.url.path}"))
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        return await unrouted(request, holder, MethodNotAllowed(message))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,7 +52,13 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
         Route(_starlette_path(spec.template), proxy_endpoint(spec), methods=list(ALL_METHODS))
         for spec in PROXY_ROUTES
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    app.router.redirect_slashes = False  # Azure OpenAI does not redirect; neither do we
+    return app
 
 
 def _starlette_path(template: str) -> str:

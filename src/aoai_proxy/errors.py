@@ -3,6 +3,7 @@
     ProxyError                       -> {"error": {"code", "message"}} with `status`
     ├── BadRequest          400      the call is malformed (bad JSON, non-object body)
     ├── NotFound            404      no such route
+    ├── MethodNotAllowed    405      a method the route does not serve (local adapter)
     ├── PayloadTooLarge     413      body over PROXY_MAX_REQUEST_BYTES
     ├── UpstreamUnreachable 502      Azure OpenAI could not be reached (or no token for it)
     ├── UpstreamTimeout     504      no response headers (or body, when not streamed) in time
@@ -39,6 +40,11 @@ class BadRequest(ProxyError):
 class NotFound(ProxyError):
     status = 404
     code = "404"
+
+
+class MethodNotAllowed(ProxyError):
+    status = 405
+    code = "405"
 
 
 class PayloadTooLarge(ProxyError):

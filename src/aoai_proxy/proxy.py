@@ -21,7 +21,6 @@ from starlette.responses import Response
 from .config import ConfigError
 from .errors import (
     InternalError,
-    NotFound,
     ProxyError,
     ServiceMisconfigured,
     UpstreamTimeout,
@@ -148,9 +147,8 @@ async def _disconnected(request: Request) -> None:
         await asyncio.Event().wait()
 
 
-async def unrouted(request: Request, holder: RuntimeHolder) -> Response:
-    """A path outside the Azure OpenAI URL space: 404 in Azure's shape, recorded like any call."""
-    error = NotFound(f"No route for {request.url.path}")
+async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -> Response:
+    """A call no route serves (404, 405): answered in Azure's shape, recorded like any call."""
     try:
         runtime = await holder.get()
     except ConfigError:

@@ -428,3 +428,13 @@ def test_healthz_answers_without_upstream(proxy_factory: Any, free_port: int) ->
     response = httpx.get(f"{proxy.base_url}/healthz", timeout=5)
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+def test_local_adapter_answers_unserved_methods_and_paths_in_azure_shape(proxy: Any) -> None:
+    with httpx.Client(base_url=proxy.base_url, timeout=10, follow_redirects=False) as client:
+        post_health = client.post("/healthz")
+        bare = client.get("/openai")
+    assert post_health.status_code == 405
+    assert post_health.json()["error"]["code"] == "405"
+    assert bare.status_code == 404  # no redirect: Azure OpenAI does not redirect either
+    assert [r["response"]["status"] for r in proxy.records(2)] == [405, 404]
