@@ -32,7 +32,9 @@ def serve_asgi() -> Iterator[Callable[..., str]]:
     started: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
     def serve(app: Any, **config: Any) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets created with it; without it a
+        # reused connection waits for delayed ACKs (~40 ms) and timing tests measure that.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -28,7 +28,7 @@ from .errors import (
 )
 from .inbound import Call, describe_call, read_body, with_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject
-from .relay import RECORD_ID_HEADER, buffered, is_event_stream, streamed
+from .relay import RECORD_ID_HEADER, buffered, client_disconnect, is_event_stream, streamed
 from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
 from .usage import UsageMeter, now_ms
@@ -127,7 +127,7 @@ async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
     response watches for the disconnect itself; in Azure the disconnect may never arrive, and
     then `work` simply runs to its end."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watcher = asyncio.ensure_future(client_disconnect(request.receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -138,13 +138,6 @@ async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
     if task.cancelled():
         raise ClientGone
     return task.result()
-
-
-async def _disconnected(request: Request) -> None:
-    # With the body read, an ASGI server's next message is the disconnect. Anything else means
-    # this server does not report it: stop watching rather than consume messages in a loop.
-    if (await request.receive())["type"] != "http.disconnect":
-        await asyncio.Event().wait()
 
 
 async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -> Response:

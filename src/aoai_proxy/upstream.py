@@ -30,9 +30,11 @@ class Upstream:
         self._token_provider = token_provider
         self._client = httpx.AsyncClient(
             base_url=settings.openai_endpoint,
-            # Pool size is bounded by the Functions per-instance HTTP concurrency, not here:
-            # every SSE stream holds one connection for its whole length.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            # Open connections are bounded by the Functions per-instance HTTP concurrency, not
+            # here: every SSE stream holds one for its whole length. Idle ones kept for reuse stay
+            # few: httpcore scans the whole pool on every request start and close
+            # (encode/httpcore#1035), which made 256 cost 3-4x CPU after a burst (docs/benchmarks.md).
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
             follow_redirects=False,
             trust_env=False,
         )

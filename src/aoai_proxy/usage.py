@@ -136,7 +136,12 @@ class UsageMeter:
     def upstream_headers(self, status: int, headers: Mapping[str, str]) -> None:
         self._headers_ms = now_ms()
         self.status = status
-        self._response_headers = {k.lower(): v for k, v in headers.items()}
+        # Only the ids and the region go into the record: no need to copy every header.
+        self._response_headers = {
+            name: value
+            for name in ("x-ms-region", "apim-request-id", "x-request-id")
+            if (value := headers.get(name)) is not None
+        }
 
     def first_byte_sent(self) -> None:
         if self._first_byte_ms is None:
