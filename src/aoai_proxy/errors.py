@@ -67,6 +67,11 @@ class ServiceMisconfigured(ProxyError):
     code = "service_misconfigured"
 
 
+class InternalError(ProxyError):
+    status = 500
+    code = "internal_error"
+
+
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
@@ -74,8 +79,3 @@ def error_body(code: str, message: str) -> bytes:
 def stream_error_event(code: str, message: str) -> bytes:
     """An in-band SSE error after the first byte: the openai SDK raises APIError on it."""
     return b"data: " + error_body(code, message) + b"\n\n"
-
-
-class InternalError(ProxyError):
-    status = 500
-    code = "internal_error"

@@ -124,11 +124,10 @@ def describe_call(
     hop_by_hop = {token.strip().lower() for token in lowered.get("connection", "").split(",")}
     # Route values come from the Functions host in Azure: match names case-insensitively and
     # treat a missing catch-all tail as empty, rather than fail on them.
-    params = {
-        name.lower(): quote(str(value), safe="/:@-._~!$&'()*+,;=")
-        for name, value in path_params.items()
-    }
-    path = spec.upstream_path(params)
+    route_values = {name.lower(): str(value) for name, value in path_params.items()}
+    path = spec.upstream_path(
+        {name: quote(value, safe="/:@-._~!$&'()*+,;=") for name, value in route_values.items()}
+    )
     forward_query = _without_function_key(query)
     return Call(
         method=method,
@@ -136,11 +135,7 @@ def describe_call(
         path=path,
         query=forward_query,
         api_version=parse_qs(forward_query).get("api-version", [None])[0],
-        deployment=(
-            {k.lower(): v for k, v in path_params.items()}.get("deployment")
-            if spec.deployment_in_path
-            else None
-        ),
+        deployment=route_values.get("deployment") if spec.deployment_in_path else None,
         body=b"",
         payload=None,
         stream=False,
@@ -182,21 +177,6 @@ def with_body(call: Call, body: bytes) -> Call:
         deployment=deployment,
         stream=payload is not None and payload.get("stream") is True,
     )
-
-
-def parse_call(
-    *,
-    spec: RouteSpec,
-    method: str,
-    path_params: Mapping[str, str],
-    query: str,
-    headers: Mapping[str, str] | list[tuple[str, str]],
-    body: bytes,
-) -> Call:
-    described = describe_call(
-        spec=spec, method=method, path_params=path_params, query=query, headers=headers
-    )
-    return with_body(described, body)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

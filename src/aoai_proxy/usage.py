@@ -118,9 +118,8 @@ class UsageMeter:
         self._finish_reasons: dict[int, str] = {}
         self._choice_indexes: set[int] = set()
         self._tool_calls: set[tuple[int, int | str]] = set()
-        self.output_events = (
-            0  # streamed events carrying output: the partial count when usage is missing
-        )
+        # Streamed events carrying output: the partial count when usage never arrives.
+        self.output_events = 0
         self.prompt_filtered = False
         self.completion_filtered = False
         self.usage: dict[str, int | None] | None = None

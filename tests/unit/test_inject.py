@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.calls import parse_call
+
 from aoai_proxy.config import Settings
-from aoai_proxy.inbound import parse_call
 from aoai_proxy.inject import (
     RejectedVersions,
     injected_body,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.calls import parse_call
 
-from aoai_proxy.inbound import parse_call
 from aoai_proxy.report import (
     NO_SUBSCRIPTION,
     Inputs,

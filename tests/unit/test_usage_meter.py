@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aoai_proxy.inbound import parse_call
+from tests.calls import parse_call
+
 from aoai_proxy.routes import PROXY_ROUTES
 from aoai_proxy.sse import SSEFramer, parse_event
 from aoai_proxy.usage import SCHEMA_VERSION, UsageMeter, now_ms

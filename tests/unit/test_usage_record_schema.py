@@ -16,9 +16,10 @@ from typing import Any
 
 import jsonschema
 import pytest
+from tests.calls import parse_call
 
 from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS
-from aoai_proxy.inbound import describe_call, parse_call
+from aoai_proxy.inbound import describe_call
 from aoai_proxy.routes import PROXY_ROUTES
 from aoai_proxy.sse import SSEFramer, parse_event
 from aoai_proxy.usage import NO_USAGE_REASONS, UsageMeter
