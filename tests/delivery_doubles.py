@@ -192,6 +192,10 @@ class MemoryDeadLetterStore:
         return list(self.blobs[name])
 
     async def delete(self, name: str) -> None:
+        if (
+            name not in self.blobs
+        ):  # as Azure answers for a blob deleted meanwhile (404 BlobNotFound)
+            raise ResourceNotFoundError("no such blob")
         del self.blobs[name]
 
     async def aclose(self) -> None:

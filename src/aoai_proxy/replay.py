@@ -1,24 +1,31 @@
 """Replay: re-sends dead-lettered usage records to Event Hubs, then deletes their blob.
 
 Runs from the timer in replay_blueprint.py. On Flex Consumption that timer runs on instances of its
-own, sharing no memory with the HTTP instances, so the replay reads only the Blob store. A blob is
-deleted only after the hub accepted every record in it; a run that fails part-way re-parks the unsent
-remainder and leaves the rest for the next run. Delivery stays at-least-once: a record can arrive
-twice (e.g. a send that timed out on our side but reached the hub), never zero times. Consumers
-de-duplicate by `record_id`.
+own, sharing no memory with the HTTP instances, so the replay reads only the Blob store, and only the
+delivery settings: a broken upstream setting (AZURE_OPENAI_ENDPOINT, PROXY_*) must not strand the
+dead letters. A blob is deleted only after the hub accepted every record in it; a run that fails
+part-way re-parks the unsent remainder and leaves the rest for the next run. A run ends by itself
+within `max_seconds`, even on a hub that never answers. Delivery stays at-least-once: a record can
+arrive twice (a send that timed out on our side but reached the hub, two overlapping runs), never
+zero times. Consumers de-duplicate by `record_id`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.eventhub.aio import EventHubProducerClient
+from azure.identity.aio import DefaultAzureCredential
 
-from .config import Settings
+from .config import ConfigError
 from .deadletter import BlobDeadLetterStore, DeadLetterStore
 from .sinks.counters import CounterLog, DeliveryCounters
 from .sinks.events import Encoded, decode, make_producer, send_in_batches
@@ -27,6 +34,52 @@ log = logging.getLogger(__name__)
 
 # A timer run should end well before the next one (every 5 minutes) and the host's timeout.
 DEFAULT_MAX_SECONDS = 240.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySettings:
+    """What a replay run needs, read from the same variables as config.Settings (docs/delivery.md)."""
+
+    namespace: str
+    eventhub_name: str
+    blob_service_uri: str
+    container: str
+    instance_id: str
+    managed_identity_client_id: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplaySettings | None:
+        """None when the Event Hub sink is not configured (nothing can have been dead-lettered)."""
+        env = os.environ if environ is None else environ
+
+        def value(name: str) -> str | None:
+            return env.get(name, "").strip() or None  # azd writes unset values as ""
+
+        namespace, hub = value("EVENTHUB_FULLY_QUALIFIED_NAMESPACE"), value("EVENTHUB_NAME")
+        if namespace is None:
+            return None
+        if "/" in namespace or ":" in namespace:
+            raise ConfigError(
+                f"EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name; got {namespace!r}"
+            )
+        if hub is None:
+            raise ConfigError(
+                "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
+            )
+        uri = value("DEADLETTER_BLOB_SERVICE_URI") or value("AzureWebJobsStorage__blobServiceUri")
+        if uri is None or not uri.startswith(("https://", "http://")):
+            raise ConfigError(
+                "DEADLETTER_BLOB_SERVICE_URI (or AzureWebJobsStorage__blobServiceUri) must be the "
+                f"dead-letter store's http(s) Blob endpoint; got {uri!r}"
+            )
+        return cls(
+            namespace=namespace,
+            eventhub_name=hub,
+            blob_service_uri=uri,
+            container=value("DEADLETTER_CONTAINER") or "usage-deadletter",
+            instance_id=value("WEBSITE_INSTANCE_ID") or "local",
+            managed_identity_client_id=value("AZURE_CLIENT_ID"),
+        )
 
 
 @dataclass(slots=True)
@@ -45,7 +98,8 @@ async def replay_deadletters(
     result = ReplayResult()
     deadline = time.monotonic() + max_seconds
     async for name in store.names():
-        if time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if left <= 0:
             result.stopped_early = True
             break
         try:
@@ -53,26 +107,36 @@ async def replay_deadletters(
         except ResourceNotFoundError:  # deleted by a run that overlapped this one
             continue
         pending = [_decoded(body) for body in bodies]
+        too_large: list[Encoded] = []
         try:
-            too_large = await send_in_batches(producer, pending)
+            # The SDK's timeout, and ours around it: a hung hub must not hold the run (and the
+            # timer's singleton lock) until the host's function timeout.
+            async with asyncio.timeout(left):
+                too_large = await send_in_batches(producer, pending, deadline=deadline)
         except Exception:
-            sent = len(bodies) - len(pending)
-            result.replayed += sent
             log.warning(
                 "replay stopped: Event Hubs refused %s; it stays parked", name, exc_info=True
             )
+        if pending:  # refused, or time is up: what was sent is done, the rest stays parked
+            sent = len(bodies) - len(pending) - len(too_large)
+            result.replayed += sent
             if sent:  # park only the unsent remainder, so the next run sends fewer duplicates
-                await store.put([encoded.body for encoded in pending])
-                await store.delete(name)
+                await store.put([encoded.body for encoded in pending + too_large])
+                await _delete(store, name)
             result.stopped_early = True
             break
         if too_large:  # cannot fit an event even with captured texts cut: keep them, alone
             log.error("%d dead-lettered record(s) fit no event; kept in the store", len(too_large))
             await store.put([encoded.body for encoded in too_large])
-        await store.delete(name)
+        await _delete(store, name)
         result.blobs += 1
         result.replayed += len(bodies) - len(too_large)
     return result
+
+
+async def _delete(store: DeadLetterStore, name: str) -> None:
+    with contextlib.suppress(ResourceNotFoundError):  # an overlapping run deleted it first
+        await store.delete(name)
 
 
 def _decoded(body: bytes) -> Encoded:
@@ -82,31 +146,42 @@ def _decoded(body: bytes) -> Encoded:
         return Encoded("", None, body)
 
 
-async def run_replay(settings: Settings, credential: AsyncTokenCredential) -> ReplayResult:
-    """One timer run: builds the store and the producer from the settings, replays, closes both."""
-    if (
-        settings.sink != "eventhub"
-        or settings.eventhub_namespace is None
-        or settings.eventhub_name is None
-        or settings.deadletter_blob_service_uri is None
-    ):
-        log.info("usage replay skipped: the Event Hub sink is not configured")
-        return ReplayResult()
+async def run_replay(settings: ReplaySettings, credential: AsyncTokenCredential) -> ReplayResult:
+    """One timer run: builds the store and the producer, replays, closes both."""
     store = BlobDeadLetterStore(
-        settings.deadletter_blob_service_uri,
-        settings.deadletter_container,
+        settings.blob_service_uri,
+        settings.container,
         credential,
         instance_id=settings.instance_id,
     )
-    producer = make_producer(settings.eventhub_namespace, settings.eventhub_name, credential)
+    producer = make_producer(settings.namespace, settings.eventhub_name, credential)
     try:
         result = await replay_deadletters(store, producer)
     finally:
-        await producer.close()
-        await store.aclose()
+        try:
+            await producer.close()
+        finally:
+            await store.aclose()
     CounterLog(log, settings.instance_id).emit(
         DeliveryCounters(replayed=result.replayed),
+        source="replay",
         replay_blobs=result.blobs,
         replay_stopped_early=result.stopped_early,
     )
     return result
+
+
+async def replay_from_env(environ: Mapping[str, str] | None = None) -> ReplayResult:
+    """The timer's body: the delivery settings and a credential of its own, nothing upstream."""
+    settings = ReplaySettings.from_env(environ)
+    if settings is None:
+        log.info("usage replay skipped: the Event Hub sink is not configured")
+        return ReplayResult()
+    # The same chain as credentials.build_credential: the user-assigned managed identity in Azure.
+    credential = DefaultAzureCredential(
+        managed_identity_client_id=settings.managed_identity_client_id
+    )
+    try:
+        return await run_replay(settings, credential)
+    finally:
+        await credential.close()

@@ -11,7 +11,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
 from tests.delivery_doubles import (
     Azurite,
     FakeEntraCredential,
@@ -59,6 +63,8 @@ async def test_put_list_get_delete_with_a_storage_token(azurite: Azurite) -> Non
         assert await store.get(name) == bodies
         await store.delete(name)
         assert await names_of(store) == []
+        with pytest.raises(ResourceNotFoundError):  # what an overlapping replay run meets
+            await store.delete(name)
     finally:
         await store.aclose()
     assert credential.scopes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 import pytest
 from azure.eventhub.exceptions import EventHubError
@@ -168,3 +169,39 @@ def test_decode_restores_id_and_key_from_stored_bytes() -> None:
         "sub-z",
         body,
     )
+
+
+async def test_a_failed_send_keeps_a_record_too_large_for_any_event_pending(hub: HubDouble) -> None:
+    """A record that fits no event is set aside while the other keys are sent; when a later send
+    raises, it must still be in `pending` (neither sent nor returned: it would be lost)."""
+    hub.max_size_in_bytes = 1_000
+    big = usage_record("sub-a")
+    big["request"]["deployment"] = "d" * 2_000  # too large, and no captured text to cut
+    small = usage_record("sub-b")
+    pending = [encode(big), encode(small)]
+    hub.fail_sends = 1  # the sub-b batch, the first one actually sent
+
+    with pytest.raises(EventHubError):
+        await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+
+    assert sorted(e.record_id for e in pending) == sorted([big["record_id"], small["record_id"]])
+
+
+async def test_no_batch_starts_after_the_deadline_and_the_rest_stays_pending(
+    hub: HubDouble,
+) -> None:
+    """A long cycle on a healthy hub (one round trip per partition key) hands control back at the
+    deadline, so the caller can dead-letter what is due instead of counting a failure."""
+    hub.send_delay = 0.05
+    pending = [encode(usage_record(f"sub-{i}")) for i in range(10)]
+    deadline = time.monotonic() + 0.12
+
+    too_large = await send_in_batches(
+        make_producer("ns", "hub", FakeEntraCredential()), pending, deadline=deadline
+    )
+
+    assert too_large == []
+    assert 2 <= len(hub.sent) <= 4
+    assert len(pending) == 10 - len(hub.sent)
+    timeouts = [call.kwargs["timeout"] for call in hub.producer.send_batch.call_args_list]
+    assert all(timeout >= 1.0 for timeout in timeouts)  # the SDK's timeout: the time left, >= 1 s

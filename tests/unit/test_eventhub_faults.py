@@ -337,3 +337,51 @@ async def test_a_hung_hub_cannot_hold_a_record_in_memory_past_the_bound(
     assert elapsed < 0.5 + 2 + 0.5
     assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
     await sink.aclose()
+
+
+async def test_shutdown_during_a_send_dead_letters_only_what_was_not_sent(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """aclose() cancels a send cycle that outlives its flush budget: the batches already accepted
+    count as sent and are not parked again; only the batch in flight and the rest are."""
+    hub.send_delay = 0.2  # one round trip per partition key: 5 keys take 1 s, the budget is 0.25 s
+    sink = make_sink(memory_deadletter, shutdown_seconds=0.5)
+    records = [usage_record(f"sub-{i % 5}", n=i) for i in range(25)]
+    for record in records:
+        sink.submit(record)
+    await eventually(lambda: hub.send_calls >= 1, what="the first batch sent")
+
+    await sink.aclose()
+
+    sent, parked = record_ids(hub.records), record_ids(memory_deadletter.records)
+    assert sent  # the first batch got through before the budget ran out
+    assert sorted(sent + parked) == sorted(record_ids(records))  # none lost
+    assert not set(sent) & set(parked)  # none both sent and dead-lettered
+    assert sink.counters.sent == len(sent)
+    assert sink.counters.dead_lettered == len(parked)
+
+
+async def test_when_hub_and_store_both_fail_memory_stays_bounded_and_the_log_keeps_the_rest(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No unbounded buffer: with the hub and the store both failing, what waits for the store is
+    capped; records beyond the cap are logged in full and counted as dropped, never silently lost."""
+    hub.fail_for(60)
+    memory_deadletter.fail = True
+    sink = make_sink(memory_deadletter, queue_max_records=10, deadletter_max_records=50)
+    records = [usage_record(n=i) for i in range(500)]
+    for record in records:
+        sink.submit(record)
+
+    health = sink.health()
+    assert health["in_memory"] <= 10
+    assert health["awaiting_deadletter"] == 50
+    assert sink.counters.dropped == 500 - 10 - 50
+    undeliverable = [
+        json.loads(r.getMessage().removeprefix("usage record undeliverable "))
+        for r in caplog.records
+        if r.getMessage().startswith("usage record undeliverable ")
+    ]
+    assert len(set(record_ids(undeliverable))) == 440
+    await sink.aclose()
+    assert sink.counters.dropped == 500  # the store never came back: all of them are in the log

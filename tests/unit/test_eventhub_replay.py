@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 
 import pytest
 from pytest_mock import MockerFixture
@@ -11,16 +13,22 @@ from tests.delivery_doubles import (
     FakeEntraCredential,
     HubDouble,
     MemoryDeadLetterStore,
-    eventhub_settings,
     record_ids,
     usage_record,
 )
 
-from aoai_proxy.config import Settings
-from aoai_proxy.replay import run_replay
-from aoai_proxy.sinks.events import encode
+from aoai_proxy.config import ConfigError
+from aoai_proxy.replay import ReplaySettings, replay_deadletters, replay_from_env, run_replay
+from aoai_proxy.sinks.events import encode, make_producer
 
-SETTINGS = eventhub_settings(deadletter_container="usage-deadletter", instance_id="timer-instance")
+SETTINGS = ReplaySettings(
+    namespace="my-ns.servicebus.windows.net",
+    eventhub_name="usage",
+    blob_service_uri="https://st.blob.core.windows.net",
+    container="usage-deadletter",
+    instance_id="timer-instance",
+    managed_identity_client_id=None,
+)
 
 
 async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
@@ -62,10 +70,135 @@ async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
     assert line["instance_id"] == "timer-instance"
 
 
-async def test_a_timer_run_without_event_hubs_configured_does_nothing(hub: HubDouble) -> None:
-    settings = Settings(openai_endpoint="https://my-aoai.openai.azure.com", sink="jsonl")
+async def test_a_timer_run_without_event_hubs_configured_does_nothing(
+    hub: HubDouble, mocker: MockerFixture
+) -> None:
+    credential_class = mocker.patch("aoai_proxy.replay.DefaultAzureCredential", autospec=True)
 
-    result = await run_replay(settings, FakeEntraCredential())
+    result = await replay_from_env({"AZURE_OPENAI_ENDPOINT": "https://my-aoai.openai.azure.com"})
 
     assert result.replayed == 0
     hub.client_class.assert_not_called()
+    credential_class.assert_not_called()
+
+
+async def test_a_timer_run_builds_its_managed_identity_credential_and_closes_it(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, mocker: MockerFixture
+) -> None:
+    mocker.patch("aoai_proxy.replay.BlobDeadLetterStore", return_value=memory_deadletter)
+    credential_class = mocker.patch("aoai_proxy.replay.DefaultAzureCredential", autospec=True)
+    await memory_deadletter.put([encode(usage_record()).body])
+    env = {
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+        "EVENTHUB_NAME": "usage",
+        "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
+        "AZURE_CLIENT_ID": "client-id",
+    }  # no AZURE_OPENAI_ENDPOINT: the timer does not need the upstream settings
+
+    result = await replay_from_env(env)
+
+    assert result.replayed == 1
+    credential_class.assert_called_once_with(managed_identity_client_id="client-id")
+    assert hub.client_class.call_args.kwargs["credential"] is credential_class.return_value
+    credential_class.return_value.close.assert_awaited_once()
+
+
+async def test_a_hung_hub_cannot_hold_a_replay_run_past_its_time_limit(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """A timer run must end on its own: a send that never answers is cut at the run's deadline,
+    and the blob stays parked for the next run."""
+    records = [usage_record(n=i) for i in range(3)]
+    await memory_deadletter.put([encode(r).body for r in records])
+    hub.send_delay = 30  # the hub accepts the connection and never answers
+    producer = make_producer("ns", "usage", FakeEntraCredential())
+    started = time.monotonic()
+
+    async with asyncio.timeout(5):  # the test's own bound: without one, the run waits 30 s
+        result = await replay_deadletters(memory_deadletter, producer, max_seconds=0.3)
+
+    assert time.monotonic() - started < 1.5
+    assert result.stopped_early
+    assert result.replayed == 0
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+
+
+async def test_overlapping_replay_runs_deliver_everything_and_do_not_fail(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """Two timer instances listing the same blobs (the singleton lock lapsed, a deployment swap):
+    a blob the other run deleted first is not an error; a record may arrive twice, never zero times."""
+    records = [usage_record(f"sub-{i % 3}", n=i) for i in range(20)]
+    for start in range(0, 20, 5):
+        await memory_deadletter.put([encode(r).body for r in records[start : start + 5]])
+    hub.send_delay = 0.005
+    producer = make_producer("ns", "usage", FakeEntraCredential())
+
+    first, second = await asyncio.gather(
+        replay_deadletters(memory_deadletter, producer),
+        replay_deadletters(memory_deadletter, producer),
+    )
+
+    assert memory_deadletter.blobs == {}
+    assert set(record_ids(hub.records)) == set(record_ids(records))
+    assert not first.stopped_early
+    assert not second.stopped_early
+
+
+def test_replay_settings_need_no_upstream_settings() -> None:
+    """The timer replays with the delivery settings alone: a missing or broken upstream setting
+    (AZURE_OPENAI_ENDPOINT, PROXY_*) must not strand the dead letters."""
+    env = {
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+        "EVENTHUB_NAME": "usage",
+        "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
+        "WEBSITE_INSTANCE_ID": "timer-instance",
+        "AZURE_CLIENT_ID": "client-id",
+        "PROXY_MAX_REQUEST_BYTES": "not a number",
+    }
+
+    settings = ReplaySettings.from_env(env)
+
+    assert settings == ReplaySettings(
+        namespace="my-ns.servicebus.windows.net",
+        eventhub_name="usage",
+        blob_service_uri="https://st.blob.core.windows.net",
+        container="usage-deadletter",
+        instance_id="timer-instance",
+        managed_identity_client_id="client-id",
+    )
+    assert ReplaySettings.from_env({}) is None  # the Event Hub sink is not configured
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net"}, "EVENTHUB_NAME"),
+        (
+            {
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://my-ns.servicebus.windows.net/",
+                "EVENTHUB_NAME": "usage",
+                "DEADLETTER_BLOB_SERVICE_URI": "https://st.blob.core.windows.net",
+            },
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE",
+        ),
+        (
+            {
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+                "EVENTHUB_NAME": "usage",
+            },
+            "DEADLETTER_BLOB_SERVICE_URI",
+        ),
+        (
+            {
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+                "EVENTHUB_NAME": "usage",
+                "DEADLETTER_BLOB_SERVICE_URI": "st.blob.core.windows.net",
+            },
+            "DEADLETTER_BLOB_SERVICE_URI",
+        ),
+    ],
+)
+def test_a_bad_replay_setting_fails_naming_the_variable(env: dict[str, str], name: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        ReplaySettings.from_env(env)

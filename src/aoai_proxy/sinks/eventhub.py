@@ -27,7 +27,7 @@ from azure.eventhub.aio import EventHubProducerClient
 from ..deadletter import DeadLetterStore
 from .base import UsageRecord
 from .counters import CounterLog, DeliveryCounters
-from .events import Encoded, encode, make_producer, send_in_batches
+from .events import MIN_SEND_SECONDS, Encoded, encode, make_producer, send_in_batches
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class EventHubSink:
         deadletter: DeadLetterStore,
         instance_id: str = "local",
         queue_max_records: int = 10_000,
+        deadletter_max_records: int = 50_000,
         max_in_memory_seconds: float = 10.0,
         log_seconds: float = 60.0,
         shutdown_seconds: float = 10.0,
@@ -67,6 +68,7 @@ class EventHubSink:
         self._deadletter = deadletter
         self._instance_id = instance_id
         self._max_in_memory = max_in_memory_seconds
+        self._parked_max = deadletter_max_records
         self._log_seconds = log_seconds
         self._shutdown_seconds = shutdown_seconds
         self._max_batch = max_batch_records
@@ -202,7 +204,9 @@ class EventHubSink:
     async def _attempt(self) -> None:
         if self._degraded_since is not None:
             self.counters.retried += len(self._pending)
-        budget = max(self._deadline(self._pending[0]) - time.monotonic(), 1.0)
+        now = time.monotonic()
+        # Until the oldest record's deadline, and at least one send of MIN_SEND_SECONDS.
+        stop_at = max(self._deadline(self._pending[0]), now + MIN_SEND_SECONDS)
         unsent = [item.encoded for item in self._pending]
         try:
             if self._producer is None:  # created on the running loop, on first use
@@ -210,12 +214,15 @@ class EventHubSink:
                     self._namespace, self._eventhub_name, self._credential
                 )
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
-            async with asyncio.timeout(budget + SEND_GRACE_SECONDS):
-                too_large = await send_in_batches(self._producer, unsent, send_timeout=budget)
+            async with asyncio.timeout(stop_at - now + SEND_GRACE_SECONDS):
+                too_large = await send_in_batches(self._producer, unsent, deadline=stop_at)
         except Exception as exc:
             self._settle(unsent, [])
             self._failed(exc)
             return
+        except BaseException:  # cancelled by aclose(): the batches already accepted count as sent
+            self._settle(unsent, [])
+            raise
         self._settle(unsent, too_large)
         if too_large:
             self._park(too_large, "larger than an event even with captured texts cut")
@@ -252,6 +259,15 @@ class EventHubSink:
     # -- dead letters ----------------------------------------------------------------------------
 
     def _park(self, encoded: list[Encoded], reason: str) -> None:
+        room = max(self._parked_max - len(self._parked), 0)
+        if len(encoded) > room:
+            # The store is failing too (down, or a missing role assignment) and traffic goes on:
+            # an unbounded backlog would end in an out-of-memory kill that loses all of it, so
+            # beyond the bound the log line becomes the record's copy (counted as dropped).
+            self._last_resort(encoded[room:])
+            encoded = encoded[:room]
+            if not encoded:
+                return
         self._parked.extend(encoded)
         self._parked_event.set()
         self._parked_empty.clear()

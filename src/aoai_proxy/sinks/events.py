@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -26,6 +27,7 @@ MAX_EVENT_BYTES = 1_000_000
 ENVELOPE_BYTES = 4_096
 CONTENT_TYPE = "application/json"
 YIELD_EVERY = 32  # events added to a batch between two yields to the event loop
+MIN_SEND_SECONDS = 1.0  # the shortest SDK timeout a send gets, however close its deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,36 +119,51 @@ def _event(body: bytes) -> EventData:
 
 
 async def send_in_batches(
-    producer: EventHubProducerClient, pending: list[Encoded], *, send_timeout: float | None = None
+    producer: EventHubProducerClient, pending: list[Encoded], *, deadline: float | None = None
 ) -> list[Encoded]:
     """Sends `pending` oldest first, one partition key per batch, as many records per batch as fit.
 
     Each record leaves `pending` as soon as its batch is sent, so when a send raises, `pending` holds
     exactly the records not yet sent (no duplicates on retry). Returns the records that fit in no
     event even with their captured texts cut (practically impossible; the caller parks them).
+
+    With a `deadline` (time.monotonic()), no batch starts after it and each send gets the time left
+    as its SDK timeout (at least MIN_SEND_SECONDS); what was not sent stays in `pending`. The SDK
+    sends one batch at a time per producer, so a cycle over many partition keys takes one round trip
+    per key: the deadline hands control back to the caller instead of holding records past theirs.
     """
     too_large: list[Encoded] = []
-    while pending:
-        key = pending[0].partition_key
-        batch = await producer.create_batch(partition_key=key)
-        in_batch: list[Encoded] = []
-        for count, item in enumerate([p for p in pending if p.partition_key == key], 1):
-            if count % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # AMQP-encoding an event costs ~60 us: let streams run
-            try:
-                batch.add(_event(item.body))
-            except ValueError:
-                if in_batch:
-                    break  # batch full: send it, the rest go in the next one
-                if not _add_shrunk(batch, item):
-                    too_large.append(item)
-                    pending.remove(item)
-                    continue
-            in_batch.append(item)
-        if in_batch:
-            await producer.send_batch(batch, timeout=send_timeout)
-            sent = {id(item) for item in in_batch}
-            pending[:] = [p for p in pending if id(p) not in sent]
+    try:
+        while pending:
+            timeout = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = max(left, MIN_SEND_SECONDS)
+            key = pending[0].partition_key
+            batch = await producer.create_batch(partition_key=key)
+            in_batch: list[Encoded] = []
+            for count, item in enumerate([p for p in pending if p.partition_key == key], 1):
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # AMQP-encoding an event costs ~60 us: let streams run
+                try:
+                    batch.add(_event(item.body))
+                except ValueError:
+                    if in_batch:
+                        break  # batch full: send it, the rest go in the next one
+                    if not _add_shrunk(batch, item):
+                        too_large.append(item)
+                        pending.remove(item)
+                        continue
+                in_batch.append(item)
+            if in_batch:
+                await producer.send_batch(batch, timeout=timeout)
+                sent = {id(item) for item in in_batch}
+                pending[:] = [p for p in pending if id(p) not in sent]
+    except BaseException:
+        pending.extend(too_large)  # not sent either: the caller keeps (or parks) them
+        raise
     return too_large
 
 
