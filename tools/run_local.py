@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -83,26 +84,34 @@ def _server(app: object, host: str, port: int) -> uvicorn.Server:
 
 
 def _print_examples(args: argparse.Namespace, settings: Settings) -> None:
-    base = f"http://{args.host}:{args.port}"
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{host}:{args.port}"
+    deployment = os.environ.get("AZURE_OPENAI_DEPLOYMENT") if args.proxy_only else None
+    deployment = deployment or "gpt-4o-mini"
+    url = f"{base}/openai/deployments/{deployment}/chat/completions?api-version=2025-04-01-preview"
     where = settings.usage_log_path if settings.sink == "jsonl" else settings.sink
+    report = (
+        f"Report: PYTHONPATH=src {sys.executable} -m aoai_proxy.report {settings.usage_log_path}\n"
+        if settings.sink == "jsonl"
+        else ""
+    )
     print(
         f"""
 Proxy on {base} -> {settings.openai_endpoint} (usage records: {where})
 
-curl -N {base}/openai/deployments/gpt-4o-mini/chat/completions?api-version=2025-04-01-preview \\
+curl -N '{url}' \\
   -H 'content-type: application/json' \\
   -d '{{"messages":[{{"role":"user","content":"Hello"}}],"stream":true}}'
 
-python -c '
+{sys.executable} -c '
 from openai import AzureOpenAI
 client = AzureOpenAI(azure_endpoint="{base}", api_key="unused-locally", api_version="2025-04-01-preview")
-for chunk in client.chat.completions.create(model="gpt-4o-mini", stream=True,
+for chunk in client.chat.completions.create(model="{deployment}", stream=True,
         messages=[{{"role": "user", "content": "Hello"}}]):
     print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
 print()'
 
-Report: python -m aoai_proxy.report {settings.usage_log_path}   (with PYTHONPATH=src)
-Ctrl+C stops.
+{report}Ctrl+C stops.
 """,
         flush=True,
     )

@@ -1,6 +1,6 @@
 """The local adapter: the same request path as the Azure Function, served by any ASGI server.
 
-Used for `python -m aoai_proxy` (local runs), loopback tests and the benchmark.
+Used by `tools/run_local.py` (local runs), the loopback tests and the benchmark.
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ class Settings:
             # Records that cannot reach the hub in time are parked in Blob storage (docs/delivery.md).
             raise ConfigError(
                 "USAGE_SINK=eventhub needs DEADLETTER_BLOB_SERVICE_URI "
-                "(or AzureWebJobsStorage__blobServiceUri) for the dead-letter store"
+                "(or AzureWebJobsStorage__blobServiceUri) for the dead-letter store; "
+                "for a local run, set USAGE_SINK=jsonl"
             )
         extra_versions = env.optional("USAGE_INJECT_API_VERSIONS")
         return cls(

@@ -129,12 +129,12 @@ async def _relay_events(
                 _metered(_observe, meter, [rest], now_ms())
         except httpx.HTTPError as exc:
             log.warning("upstream stream failed after %d bytes: %r", meter.response_bytes, exc)
-            message = "The upstream stream ended unexpectedly; the response is incomplete."
-            code = (
-                "upstream_timeout"
-                if isinstance(exc, httpx.TimeoutException)
-                else "upstream_stream_failed"
-            )
+            if isinstance(exc, httpx.TimeoutException):
+                code = "upstream_timeout"
+                message = "Azure OpenAI sent nothing for too long; the response is incomplete."
+            else:
+                code = "upstream_stream_failed"
+                message = "The upstream stream ended unexpectedly; the response is incomplete."
             meter.fail("stream_failed", code, message)
             # No fake [DONE]: the partial event (if any) is dropped and the error is in-band.
             error_event = stream_error_event(code, message)
