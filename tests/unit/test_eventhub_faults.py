@@ -385,3 +385,46 @@ async def test_when_hub_and_store_both_fail_memory_stays_bounded_and_the_log_kee
     assert len(set(record_ids(undeliverable))) == 440
     await sink.aclose()
     assert sink.counters.dropped == 500  # the store never came back: all of them are in the log
+
+
+async def test_after_a_send_cut_by_our_bound_a_fresh_producer_is_built(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """A send that outlived the SDK's own timeout leaves its AMQP link in an unknown state: the old
+    producer is closed aside and the next attempt uses a new one, which delivers once the hub is
+    back."""
+    hub.send_delay = 30  # hangs past the SDK's timeout: only our bound ends it
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.3)
+    first = usage_record(n=1)
+    sink.submit(first)
+    await eventually(lambda: sink.counters.dead_lettered == 1, what="the hung record parked")
+    await eventually(lambda: hub.producer.close.await_count == 1, what="the old producer closed")
+
+    hub.send_delay = 0
+    second = usage_record(n=2)
+    sink.submit(second)
+    await eventually(lambda: sink.counters.sent == 1, what="the next record sent")
+    await sink.aclose()
+
+    assert hub.client_class.call_count == 2
+    assert record_ids(hub.records) == [second["record_id"]]
+    assert record_ids(memory_deadletter.records) == [first["record_id"]]
+
+
+async def test_a_record_submitted_while_the_clients_close_is_not_stranded(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(memory_deadletter)
+    sink.submit(usage_record(n=1))
+    await eventually(lambda: sink.counters.sent == 1, what="the first record sent")
+    late = usage_record(n=2)
+
+    async def close_while_a_request_ends() -> None:
+        sink.submit(late)  # a request finishing during shutdown: no writer task is left
+
+    hub.producer.close.side_effect = close_while_a_request_ends
+    await sink.aclose()
+
+    assert sink.health()["awaiting_deadletter"] == 0  # not left in memory with nobody to write it
+    assert sink.counters.dropped == 1
+    assert any(late["record_id"] in r.getMessage() for r in caplog.records)

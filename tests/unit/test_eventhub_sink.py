@@ -140,8 +140,27 @@ async def test_submit_outside_a_running_loop_never_raises(
     thread.start()
     thread.join(timeout=5)
 
-    # The record's only copy is the log line; it is counted, never silently lost.
+    # The record's only copy is the log line, the same JSON as on the wire; counted, never lost.
     assert sink.counters.dropped == 1
+    assert sink.counters.queued == 1  # queued = sent + dead_lettered + dropped + in memory
+    [line] = [
+        r.getMessage().removeprefix("usage record undeliverable ")
+        for r in caplog.records
+        if r.getMessage().startswith("usage record undeliverable ")
+    ]
+    assert json.loads(line) == record
+
+
+def test_a_record_that_cannot_be_serialised_is_logged_and_counted(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = make_sink(memory_deadletter)
+    record = usage_record()
+    record["loop"] = record  # json.dumps raises ValueError (circular reference)
+
+    sink.submit(record)
+
+    assert sink.counters.as_dict() | {"queued": 1, "dropped": 1} == sink.counters.as_dict()
     assert any(record["record_id"] in r.getMessage() for r in caplog.records)
 
 

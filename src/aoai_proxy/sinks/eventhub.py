@@ -87,6 +87,7 @@ class EventHubSink:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
         self._producer: EventHubProducerClient | None = None
+        self._discarded: set[asyncio.Task[None]] = set()  # producers being closed aside
         self._degraded_since: float | None = None
         self._next_attempt = 0.0
         self._backoff = retry_initial_seconds
@@ -96,10 +97,12 @@ class EventHubSink:
     # -- the request path ------------------------------------------------------------------------
 
     def submit(self, record: UsageRecord) -> None:
+        self.counters.queued += 1
+        encoded: Encoded | None = None
         try:
+            encoded = encode(record)
             now = time.monotonic()
-            item = _Item(encode(record), now, now + self._max_in_memory)
-            self.counters.queued += 1
+            item = _Item(encoded, now, now + self._max_in_memory)
             if self._closing:
                 self._park([item.encoded], "the sink is shutting down")
                 return
@@ -110,7 +113,8 @@ class EventHubSink:
                 self._park([item.encoded], "the in-memory queue is full")
         except Exception:  # a sink must never fail a request
             log.exception("usage record could not be queued")
-            self._last_resort([Encoded("", None, repr(record).encode())])
+            # The wire JSON when there is one (no running loop), so the log line parses as sent.
+            self._last_resort([encoded or Encoded("", None, repr(record).encode())])
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -157,24 +161,31 @@ class EventHubSink:
         for task in self._tasks.values():
             await _cancel(task)
         self._tasks = {}
-        if self._parked:
+        await self._close_clients()
+        if self._parked:  # also what was submitted while the clients were closing: no writer now
             self._last_resort(self._parked)
             self._parked = []
             self._parked_empty.set()
         self._counter_log.emit(self.counters, final=True, **self._gauges())
-        await self._close_clients()
         self._expiry_cap = math.inf
         self._closing = False
 
     async def _close_clients(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                async with asyncio.timeout(CLOSE_SECONDS):
-                    await producer.close()
-            except Exception:
-                log.warning("Event Hubs producer did not close cleanly", exc_info=True)
+            await _close_producer(producer)
+        if self._discarded:
+            await asyncio.wait(self._discarded, timeout=CLOSE_SECONDS)
         await self._deadletter.aclose()
+
+    def _discard_producer(self) -> None:
+        """Our bound cut a send the SDK did not end itself: its link is in an unknown state, so the
+        next attempt builds a fresh producer; the old one is closed aside, never on the send path."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            task = asyncio.get_running_loop().create_task(_close_producer(producer))
+            self._discarded.add(task)  # a reference until done, or the task may be collected
+            task.add_done_callback(self._discarded.discard)
 
     # -- sending ---------------------------------------------------------------------------------
 
@@ -219,6 +230,8 @@ class EventHubSink:
         except Exception as exc:
             self._settle(unsent, [])
             self._failed(exc)
+            if isinstance(exc, TimeoutError):  # ours; the SDK raises OperationTimeoutError
+                self._discard_producer()
             return
         except BaseException:  # cancelled by aclose(): the batches already accepted count as sent
             self._settle(unsent, [])
@@ -330,6 +343,14 @@ class EventHubSink:
             **self._gauges(),
             "counters": self.counters.as_dict(),
         }
+
+
+async def _close_producer(producer: EventHubProducerClient) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await producer.close()
+    except Exception:
+        log.warning("Event Hubs producer did not close cleanly", exc_info=True)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
