@@ -82,6 +82,9 @@ class HubDouble:
     send_calls: int = 0
     sent: list[SentBatch] = field(default_factory=list)
     failed_sends: int = 0
+    max_in_flight: int = 0  # most sends in progress at once
+    key_overlaps: int = 0  # sends started while another batch of the same key was in flight
+    _in_flight: list[str | None] = field(default_factory=list)
     # Mocks remember every call; thousands of retained batch mocks make GC pauses that a latency
     # test would blame on the code under test. Set to forget them after each send.
     forget_calls: bool = False
@@ -128,7 +131,14 @@ class HubDouble:
         return batch
 
     async def _send_batch(self, event_data_batch: Any, **kwargs: Any) -> None:
-        await asyncio.sleep(self.send_delay)  # a real send is network I/O: it always yields
+        key = self._open[id(event_data_batch)][2]
+        self.key_overlaps += key in self._in_flight
+        self._in_flight.append(key)
+        self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
+        try:
+            await asyncio.sleep(self.send_delay)  # a real send is network I/O: it always yields
+        finally:
+            self._in_flight.remove(key)
         self.send_calls += 1
         if (
             self.fail_sends > 0

@@ -112,7 +112,7 @@ async def replay_deadletters(
             # The SDK's timeout, and ours around it: a hung hub must not hold the run (and the
             # timer's singleton lock) until the host's function timeout.
             async with asyncio.timeout(left):
-                too_large = await send_in_batches(producer, pending, deadline=deadline)
+                too_large = await send_in_batches([producer], pending, deadline=deadline)
         except Exception:
             log.warning(
                 "replay stopped: Event Hubs refused %s; it stays parked", name, exc_info=True

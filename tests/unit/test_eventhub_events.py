@@ -8,7 +8,7 @@ import time
 
 import pytest
 from azure.eventhub.exceptions import EventHubError
-from tests.delivery_doubles import FakeEntraCredential, HubDouble, usage_record
+from tests.delivery_doubles import FakeEntraCredential, HubDouble, record_ids, usage_record
 
 from aoai_proxy.sinks.events import (
     CONTENT_TYPE,
@@ -49,7 +49,7 @@ async def test_one_batch_per_partition_key_in_arrival_order(hub: HubDouble) -> N
     ]
     pending = [encode(record) for record in records]
 
-    too_large = await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+    too_large = await send_in_batches([make_producer("ns", "hub", FakeEntraCredential())], pending)
 
     assert too_large == []
     assert pending == []
@@ -71,7 +71,7 @@ async def test_a_full_batch_is_sent_and_the_rest_go_in_new_batches(hub: HubDoubl
     records = [usage_record("sub-a", n=i) for i in range(10)]
     pending = [encode(record) for record in records]
 
-    await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+    await send_in_batches([make_producer("ns", "hub", FakeEntraCredential())], pending)
 
     assert len(hub.sent) > 1
     assert all(batch.size_in_bytes <= 2_000 for batch in hub.sent)
@@ -85,10 +85,10 @@ async def test_a_failed_send_leaves_exactly_the_unsent_records_pending(hub: HubD
     hub.fail_send_numbers = {2}
 
     with pytest.raises(EventHubError):
-        await send_in_batches(producer, pending)
+        await send_in_batches([producer], pending)
 
     assert [e.record_id for e in pending] == [r["record_id"] for r in records[1:]]
-    await send_in_batches(producer, pending)  # the retry sends no duplicate
+    await send_in_batches([producer], pending)  # the retry sends no duplicate
     assert [r["record_id"] for r in hub.records] == [r["record_id"] for r in records]
 
 
@@ -137,7 +137,7 @@ async def test_a_hub_with_a_smaller_limit_gets_texts_cut_to_its_own_limit(hub: H
     record = usage_record("sub-a", prompt="p" * 600_000)
     pending = [encode(record)]
 
-    too_large = await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+    too_large = await send_in_batches([make_producer("ns", "hub", FakeEntraCredential())], pending)
 
     assert too_large == []
     [sent] = hub.records
@@ -154,7 +154,7 @@ async def test_a_record_that_fits_no_event_is_returned_not_dropped(hub: HubDoubl
     small = usage_record("sub-a")
     pending = [encode(big), encode(small)]
 
-    too_large = await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+    too_large = await send_in_batches([make_producer("ns", "hub", FakeEntraCredential())], pending)
 
     assert [e.record_id for e in too_large] == [big["record_id"]]
     assert [r["record_id"] for r in hub.records] == [small["record_id"]]
@@ -182,7 +182,7 @@ async def test_a_failed_send_keeps_a_record_too_large_for_any_event_pending(hub:
     hub.fail_sends = 1  # the sub-b batch, the first one actually sent
 
     with pytest.raises(EventHubError):
-        await send_in_batches(make_producer("ns", "hub", FakeEntraCredential()), pending)
+        await send_in_batches([make_producer("ns", "hub", FakeEntraCredential())], pending)
 
     assert sorted(e.record_id for e in pending) == sorted([big["record_id"], small["record_id"]])
 
@@ -197,7 +197,7 @@ async def test_no_batch_starts_after_the_deadline_and_the_rest_stays_pending(
     deadline = time.monotonic() + 0.12
 
     too_large = await send_in_batches(
-        make_producer("ns", "hub", FakeEntraCredential()), pending, deadline=deadline
+        [make_producer("ns", "hub", FakeEntraCredential())], pending, deadline=deadline
     )
 
     assert too_large == []
@@ -205,3 +205,50 @@ async def test_no_batch_starts_after_the_deadline_and_the_rest_stays_pending(
     assert len(pending) == 10 - len(hub.sent)
     timeouts = [call.kwargs["timeout"] for call in hub.producer.send_batch.call_args_list]
     assert all(timeout >= 1.0 for timeout in timeouts)  # the SDK's timeout: the time left, >= 1 s
+
+
+async def test_several_producers_send_other_keys_at_once_one_batch_per_key_in_flight(
+    hub: HubDouble,
+) -> None:
+    """The SDK sends one batch at a time per producer: with many partition keys, the producers
+    share them, never two batches of one key at once, so each key keeps its arrival order."""
+    hub.send_delay = 0.05
+    hub.max_size_in_bytes = 2_000  # about three records per batch: keys need several batches
+    records = [usage_record(f"sub-{i % 8}", n=i) for i in range(48)]
+    pending = [encode(record) for record in records]
+    producers = [make_producer("ns", "hub", FakeEntraCredential()) for _ in range(4)]
+    started = time.monotonic()
+
+    await send_in_batches(producers, pending)
+
+    elapsed = time.monotonic() - started
+    assert pending == []
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
+    assert hub.max_in_flight == 4
+    assert hub.key_overlaps == 0
+    assert elapsed < len(hub.sent) * 0.05 / 2  # one producer alone would take len(sent) * 50 ms
+    for key in {r["caller"]["subscription_id"] for r in records}:
+        sent_order = [
+            r["caller"]["request_id"] for r in hub.records if r["caller"]["subscription_id"] == key
+        ]
+        arrival = [
+            r["caller"]["request_id"] for r in records if r["caller"]["subscription_id"] == key
+        ]
+        assert sent_order == arrival
+
+
+async def test_when_one_producer_fails_the_others_stop_and_pending_keeps_the_unsent(
+    hub: HubDouble,
+) -> None:
+    hub.send_delay = 0.02
+    records = [usage_record(f"sub-{i % 8}", n=i) for i in range(16)]
+    pending = [encode(record) for record in records]
+    producers = [make_producer("ns", "hub", FakeEntraCredential()) for _ in range(4)]
+    hub.fail_send_numbers = {3}
+
+    with pytest.raises(EventHubError):
+        await send_in_batches(producers, pending)
+
+    sent = record_ids(hub.records)
+    assert sorted(sent + [e.record_id for e in pending]) == sorted(record_ids(records))
+    assert not set(sent) & {e.record_id for e in pending}

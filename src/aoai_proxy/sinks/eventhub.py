@@ -32,6 +32,9 @@ from .events import MIN_SEND_SECONDS, Encoded, encode, make_producer, send_in_ba
 log = logging.getLogger(__name__)
 
 DEADLETTER_BLOB_RECORDS = 200  # records per dead-letter blob
+# Producers per process, each its own AMQP connection: the SDK sends one batch at a time per
+# producer and a batch carries one partition key, so this many keys are sent at the same time.
+PRODUCERS = 4
 SEND_GRACE_SECONDS = 1.0  # our hard bound on one send attempt, beyond the SDK's own timeout
 CLOSE_SECONDS = 5.0  # bound on stopping a task or closing the producer at shutdown
 PARK_LOG_SECONDS = 1.0  # at most one "to the dead-letter store" line a second
@@ -86,7 +89,7 @@ class EventHubSink:
         self._parked_unlogged = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
-        self._producer: EventHubProducerClient | None = None
+        self._producers: list[EventHubProducerClient] = []  # built on first use, PRODUCERS of them
         self._discarded: set[asyncio.Task[None]] = set()  # producers being closed aside
         self._degraded_since: float | None = None
         self._next_attempt = 0.0
@@ -171,18 +174,18 @@ class EventHubSink:
         self._closing = False
 
     async def _close_clients(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
+        producers, self._producers = self._producers, []
+        for producer in producers:
             await _close_producer(producer)
         if self._discarded:
             await asyncio.wait(self._discarded, timeout=CLOSE_SECONDS)
         await self._deadletter.aclose()
 
-    def _discard_producer(self) -> None:
+    def _discard_producers(self) -> None:
         """Our bound cut a send the SDK did not end itself: its link is in an unknown state, so the
-        next attempt builds a fresh producer; the old one is closed aside, never on the send path."""
-        producer, self._producer = self._producer, None
-        if producer is not None:
+        next attempt builds fresh producers; the old ones are closed aside, never on the send path."""
+        producers, self._producers = self._producers, []
+        for producer in producers:
             task = asyncio.get_running_loop().create_task(_close_producer(producer))
             self._discarded.add(task)  # a reference until done, or the task may be collected
             task.add_done_callback(self._discarded.discard)
@@ -220,18 +223,19 @@ class EventHubSink:
         stop_at = max(self._deadline(self._pending[0]), now + MIN_SEND_SECONDS)
         unsent = [item.encoded for item in self._pending]
         try:
-            if self._producer is None:  # created on the running loop, on first use
-                self._producer = make_producer(
-                    self._namespace, self._eventhub_name, self._credential
-                )
+            if not self._producers:  # created on the running loop, on first use
+                self._producers = [
+                    make_producer(self._namespace, self._eventhub_name, self._credential)
+                    for _ in range(PRODUCERS)
+                ]
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
             async with asyncio.timeout(stop_at - now + SEND_GRACE_SECONDS):
-                too_large = await send_in_batches(self._producer, unsent, deadline=stop_at)
+                too_large = await send_in_batches(self._producers, unsent, deadline=stop_at)
         except Exception as exc:
             self._settle(unsent, [])
             self._failed(exc)
             if isinstance(exc, TimeoutError):  # ours; the SDK raises OperationTimeoutError
-                self._discard_producer()
+                self._discard_producers()
             return
         except BaseException:  # cancelled by aclose(): the batches already accepted count as sent
             self._settle(unsent, [])

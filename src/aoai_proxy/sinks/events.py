@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -28,6 +29,7 @@ ENVELOPE_BYTES = 4_096
 CONTENT_TYPE = "application/json"
 YIELD_EVERY = 32  # events added to a batch between two yields to the event loop
 MIN_SEND_SECONDS = 1.0  # the shortest SDK timeout a send gets, however close its deadline
+STOP_SECONDS = 1.0  # bound on the other sends stopping once one failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,10 @@ def _event(body: bytes) -> EventData:
 
 
 async def send_in_batches(
-    producer: EventHubProducerClient, pending: list[Encoded], *, deadline: float | None = None
+    producers: Sequence[EventHubProducerClient],
+    pending: list[Encoded],
+    *,
+    deadline: float | None = None,
 ) -> list[Encoded]:
     """Sends `pending` oldest first, one partition key per batch, as many records per batch as fit.
 
@@ -127,44 +132,74 @@ async def send_in_batches(
     exactly the records not yet sent (no duplicates on retry). Returns the records that fit in no
     event even with their captured texts cut (practically impossible; the caller parks them).
 
+    The SDK sends one batch at a time per producer (EventHubProducer.send holds a lock until the hub
+    settles it) and a batch carries one partition key, so each producer here sends batches for
+    other keys at the same time; a key has one batch in flight at a time, which keeps its order.
     With a `deadline` (time.monotonic()), no batch starts after it and each send gets the time left
-    as its SDK timeout (at least MIN_SEND_SECONDS); what was not sent stays in `pending`. The SDK
-    sends one batch at a time per producer, so a cycle over many partition keys takes one round trip
-    per key: the deadline hands control back to the caller instead of holding records past theirs.
+    as its SDK timeout (at least MIN_SEND_SECONDS); what was not sent stays in `pending`.
     """
     too_large: list[Encoded] = []
-    try:
-        while pending:
-            timeout = None
+    in_flight: set[str | None] = set()  # partition keys with a batch being sent
+
+    async def send_with(producer: EventHubProducerClient) -> None:
+        while True:
+            send_timeout = None
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    break
-                timeout = max(left, MIN_SEND_SECONDS)
-            key = pending[0].partition_key
-            batch = await producer.create_batch(partition_key=key)
-            in_batch: list[Encoded] = []
-            for count, item in enumerate([p for p in pending if p.partition_key == key], 1):
-                if count % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)  # AMQP-encoding an event costs ~60 us: let streams run
-                try:
-                    batch.add(_event(item.body))
-                except ValueError:
-                    if in_batch:
-                        break  # batch full: send it, the rest go in the next one
-                    if not _add_shrunk(batch, item):
-                        too_large.append(item)
-                        pending.remove(item)
-                        continue
-                in_batch.append(item)
-            if in_batch:
-                await producer.send_batch(batch, timeout=timeout)
-                sent = {id(item) for item in in_batch}
-                pending[:] = [p for p in pending if id(p) not in sent]
+                    return
+                send_timeout = max(left, MIN_SEND_SECONDS)
+            head = next((p for p in pending if p.partition_key not in in_flight), None)
+            if head is None:
+                return  # the rest belong to keys other producers are sending
+            in_flight.add(head.partition_key)
+            try:
+                await _send_batch(producer, head.partition_key, pending, too_large, send_timeout)
+            finally:
+                in_flight.discard(head.partition_key)
+
+    senders = [asyncio.create_task(send_with(producer)) for producer in producers]
+    try:
+        await asyncio.gather(*senders)
     except BaseException:
+        for sender in senders:  # one failed, or we were cancelled: stop the others too
+            sender.cancel()
+        await asyncio.wait(senders, timeout=STOP_SECONDS)
+        for sender in senders:  # a second failure is this one's consequence: seen, not re-raised
+            if sender.done() and not sender.cancelled():
+                sender.exception()
         pending.extend(too_large)  # not sent either: the caller keeps (or parks) them
         raise
     return too_large
+
+
+async def _send_batch(
+    producer: EventHubProducerClient,
+    key: str | None,
+    pending: list[Encoded],
+    too_large: list[Encoded],
+    send_timeout: float | None,
+) -> None:
+    """One batch of `key`'s oldest records; what is sent leaves `pending` once the hub took it."""
+    batch = await producer.create_batch(partition_key=key)
+    in_batch: list[Encoded] = []
+    for count, item in enumerate([p for p in pending if p.partition_key == key], 1):
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # AMQP-encoding an event costs ~60 us: let streams run
+        try:
+            batch.add(_event(item.body))
+        except ValueError:
+            if in_batch:
+                break  # batch full: send it, the rest go in the next one
+            if not _add_shrunk(batch, item):
+                too_large.append(item)
+                pending.remove(item)
+                continue
+        in_batch.append(item)
+    if in_batch:
+        await producer.send_batch(batch, timeout=send_timeout)
+        sent = {id(item) for item in in_batch}
+        pending[:] = [p for p in pending if id(p) not in sent]
 
 
 def _add_shrunk(batch: EventDataBatch, item: Encoded) -> bool:
