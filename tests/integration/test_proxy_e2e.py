@@ -438,3 +438,41 @@ def test_local_adapter_answers_unserved_methods_and_paths_in_azure_shape(proxy: 
     assert post_health.json()["error"]["code"] == "405"
     assert bare.status_code == 404  # no redirect: Azure OpenAI does not redirect either
     assert [r["response"]["status"] for r in proxy.records(2)] == [405, 404]
+
+
+def test_a_failing_sink_never_fails_a_request(proxy_factory: Any, tmp_path: Path) -> None:
+    # The JSONL path is a directory: every write fails, every call must still be answered.
+    proxy = proxy_factory(usage_log_path=str(tmp_path))
+    with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
+        streamed = client.post(CHAT, json={"messages": MESSAGES, "stream": True})
+        plain = client.post(CHAT, json={"messages": MESSAGES})
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            health = client.get("/healthz").json()["delivery"]
+            if health["failed"] >= 2:
+                break
+            time.sleep(0.02)
+    assert streamed.status_code == plain.status_code == 200
+    assert streamed.content.endswith(b"data: [DONE]\n\n")
+    assert health["failed"] == 2
+    assert health["written"] == 0
+
+
+def test_log_sink_writes_one_line_per_record(
+    proxy_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = proxy_factory(sink="log")
+    with (
+        caplog.at_level("INFO", logger="aoai_proxy.usage"),
+        httpx.Client(base_url=proxy.base_url, timeout=10) as client,
+    ):
+        response = client.post(CHAT, json={"messages": MESSAGES})
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = [r.getMessage() for r in caplog.records if r.name == "aoai_proxy.usage"]
+    assert len(lines) == 1
+    assert (
+        json.loads(lines[0].removeprefix("usage "))["record_id"]
+        == response.headers["x-usage-record-id"]
+    )
