@@ -76,28 +76,12 @@ class Settings:
                 "PROXY_UPSTREAM_AUTH=none is only allowed when AZURE_OPENAI_ENDPOINT is a loopback "
                 f"address (a local simulator); got {endpoint!r}"
             )
-        namespace = env.optional("EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
-        hub = env.optional("EVENTHUB_NAME")
-        if namespace is not None:
-            if "://" in namespace or "/" in namespace or ":" in namespace:
-                raise ConfigError(
-                    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name such as "
-                    f"'my-ns.servicebus.windows.net' (no scheme, path or port); got {namespace!r}"
-                )
-            if hub is None:
-                raise ConfigError(
-                    "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
-                )
-        default_sink: SinkKind = "eventhub" if namespace else "jsonl"
+        target = DeliveryTarget.read(env)
+        default_sink: SinkKind = "eventhub" if target else "jsonl"
         sink = env.choice("USAGE_SINK", _SINK_CHOICES, default_sink)
-        if sink == "eventhub" and namespace is None:
+        if sink == "eventhub" and target is None:
             raise ConfigError("USAGE_SINK=eventhub needs EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
-        deadletter_uri = env.optional("DEADLETTER_BLOB_SERVICE_URI") or env.optional(
-            "AzureWebJobsStorage__blobServiceUri"
-        )
-        if deadletter_uri is not None:
-            _check_url("DEADLETTER_BLOB_SERVICE_URI", deadletter_uri)
-        elif sink == "eventhub":
+        if sink == "eventhub" and target is not None and target.deadletter_blob_service_uri is None:
             # Records that cannot reach the hub in time are parked in Blob storage (docs/delivery.md).
             raise ConfigError(
                 "USAGE_SINK=eventhub needs DEADLETTER_BLOB_SERVICE_URI "
@@ -122,15 +106,62 @@ class Settings:
             ),
             capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),
             capture_max_bytes=env.integer("USAGE_CAPTURE_MAX_BYTES", 2048, minimum=0),
-            eventhub_namespace=namespace,
-            eventhub_name=hub,
-            deadletter_blob_service_uri=deadletter_uri,
+            eventhub_namespace=target.namespace if target else None,
+            eventhub_name=target.eventhub_name if target else None,
+            deadletter_blob_service_uri=_deadletter_uri(env),
             deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
             instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
             delivery_queue_max_records=env.integer("USAGE_QUEUE_MAX_RECORDS", 10_000, minimum=1),
             delivery_max_seconds=env.seconds("USAGE_DELIVERY_MAX_SECONDS", 10.0),
             delivery_log_seconds=env.seconds("USAGE_COUNTERS_LOG_SECONDS", 60.0),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTarget:
+    """The usage hub and its dead-letter store: read by the proxy's settings and by the replay
+    timer, which must not depend on any upstream setting."""
+
+    namespace: str
+    eventhub_name: str
+    deadletter_blob_service_uri: str | None
+    deadletter_container: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DeliveryTarget | None:
+        return cls.read(_Env(os.environ if environ is None else environ))
+
+    @classmethod
+    def read(cls, env: _Env) -> DeliveryTarget | None:
+        """None when no Event Hub is configured; a bad value fails naming its variable."""
+        namespace = env.optional("EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
+        if namespace is None:
+            return None
+        if "://" in namespace or "/" in namespace or ":" in namespace:
+            raise ConfigError(
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name such as "
+                f"'my-ns.servicebus.windows.net' (no scheme, path or port); got {namespace!r}"
+            )
+        hub = env.optional("EVENTHUB_NAME")
+        if hub is None:
+            raise ConfigError(
+                "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
+            )
+        return cls(
+            namespace=namespace,
+            eventhub_name=hub,
+            deadletter_blob_service_uri=_deadletter_uri(env),
+            deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
+        )
+
+
+def _deadletter_uri(env: _Env) -> str | None:
+    uri = env.optional("DEADLETTER_BLOB_SERVICE_URI") or env.optional(
+        "AzureWebJobsStorage__blobServiceUri"
+    )
+    if uri is not None:
+        _check_url("DEADLETTER_BLOB_SERVICE_URI", uri)
+    return uri
 
 
 class _Env:

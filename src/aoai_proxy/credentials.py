@@ -5,15 +5,13 @@ from __future__ import annotations
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.identity.aio import DefaultAzureCredential
 
-from .config import Settings
-
 # Entra ID scope for Azure OpenAI data-plane calls:
 # learn.microsoft.com/azure/ai-foundry/openai/how-to/managed-identity
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
-def build_credential(settings: Settings) -> AsyncTokenCredential:
+def build_credential(managed_identity_client_id: str | None) -> AsyncTokenCredential:
     # DefaultAzureCredential tries the managed identity first in Azure (AZURE_CLIENT_ID picks the
     # user-assigned one) and the developer's azd/az login locally. Interactive browser login is
     # excluded by default, so nothing can block waiting for a person.
-    return DefaultAzureCredential(managed_identity_client_id=settings.managed_identity_client_id)
+    return DefaultAzureCredential(managed_identity_client_id=managed_identity_client_id)

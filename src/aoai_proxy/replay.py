@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.eventhub.aio import EventHubProducerClient
-from azure.identity.aio import DefaultAzureCredential
 
-from .config import ConfigError
+from .config import ConfigError, DeliveryTarget
+from .credentials import build_credential
 from .deadletter import BlobDeadLetterStore, DeadLetterStore
 from .sinks.counters import CounterLog, DeliveryCounters
 from .sinks.events import Encoded, decode, make_producer, send_in_batches
@@ -51,34 +51,21 @@ class ReplaySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReplaySettings | None:
         """None when the Event Hub sink is not configured (nothing can have been dead-lettered)."""
         env = os.environ if environ is None else environ
-
-        def value(name: str) -> str | None:
-            return env.get(name, "").strip() or None  # azd writes unset values as ""
-
-        namespace, hub = value("EVENTHUB_FULLY_QUALIFIED_NAMESPACE"), value("EVENTHUB_NAME")
-        if namespace is None:
+        target = DeliveryTarget.from_env(env)
+        if target is None:
             return None
-        if "/" in namespace or ":" in namespace:
+        if target.deadletter_blob_service_uri is None:
             raise ConfigError(
-                f"EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name; got {namespace!r}"
-            )
-        if hub is None:
-            raise ConfigError(
-                "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
-            )
-        uri = value("DEADLETTER_BLOB_SERVICE_URI") or value("AzureWebJobsStorage__blobServiceUri")
-        if uri is None or not uri.startswith(("https://", "http://")):
-            raise ConfigError(
-                "DEADLETTER_BLOB_SERVICE_URI (or AzureWebJobsStorage__blobServiceUri) must be the "
-                f"dead-letter store's http(s) Blob endpoint; got {uri!r}"
+                "DEADLETTER_BLOB_SERVICE_URI (or AzureWebJobsStorage__blobServiceUri) is required: "
+                "it names the dead-letter store the replay reads"
             )
         return cls(
-            namespace=namespace,
-            eventhub_name=hub,
-            blob_service_uri=uri,
-            container=value("DEADLETTER_CONTAINER") or "usage-deadletter",
-            instance_id=value("WEBSITE_INSTANCE_ID") or "local",
-            managed_identity_client_id=value("AZURE_CLIENT_ID"),
+            namespace=target.namespace,
+            eventhub_name=target.eventhub_name,
+            blob_service_uri=target.deadletter_blob_service_uri,
+            container=target.deadletter_container,
+            instance_id=env.get("WEBSITE_INSTANCE_ID", "").strip() or "local",
+            managed_identity_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
         )
 
 
@@ -177,10 +164,7 @@ async def replay_from_env(environ: Mapping[str, str] | None = None) -> ReplayRes
     if settings is None:
         log.info("usage replay skipped: the Event Hub sink is not configured")
         return ReplayResult()
-    # The same chain as credentials.build_credential: the user-assigned managed identity in Azure.
-    credential = DefaultAzureCredential(
-        managed_identity_client_id=settings.managed_identity_client_id
-    )
+    credential = build_credential(settings.managed_identity_client_id)
     try:
         return await run_replay(settings, credential)
     finally:

@@ -32,7 +32,9 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         needs_credential = settings.upstream_auth == "entra" or settings.sink == "eventhub"
-        credential = build_credential(settings) if needs_credential else None
+        credential = (
+            build_credential(settings.managed_identity_client_id) if needs_credential else None
+        )
         token_provider = (
             get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
             if credential is not None and settings.upstream_auth == "entra"

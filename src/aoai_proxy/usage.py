@@ -211,7 +211,7 @@ class UsageMeter:
                 self._observe_choice(choice, received_ms, streamed)
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            self.usage = _chat_usage(usage)
+            self.usage = _usage(usage, "prompt", "completion")
 
     def _observe_choice(
         self, choice: dict[str, Any], received_ms: float | None, streamed: bool
@@ -300,7 +300,7 @@ class UsageMeter:
                         self._completion.add(str(part.get("text", "")))
         usage = response.get("usage")
         if isinstance(usage, dict):
-            self.usage = _responses_usage(usage)
+            self.usage = _usage(usage, "input", "output")
 
     def _observe_error(self, error: Any) -> None:
         if not isinstance(error, dict):
@@ -454,24 +454,15 @@ def _detail(usage: dict[str, Any], group: str, key: str) -> int | None:
     return _int(details.get(key)) if isinstance(details, dict) else None
 
 
-def _chat_usage(usage: dict[str, Any]) -> dict[str, int | None]:
+def _usage(usage: dict[str, Any], prompt: str, completion: str) -> dict[str, int | None]:
+    """Token counts in the record's one vocabulary: chat names them prompt/completion, the
+    Responses API input/output."""
     return {
-        "prompt_tokens": _int(usage.get("prompt_tokens")),
-        "completion_tokens": _int(usage.get("completion_tokens")),
+        "prompt_tokens": _int(usage.get(f"{prompt}_tokens")),
+        "completion_tokens": _int(usage.get(f"{completion}_tokens")),
         "total_tokens": _int(usage.get("total_tokens")),
-        "cached_tokens": _detail(usage, "prompt_tokens_details", "cached_tokens"),
-        "reasoning_tokens": _detail(usage, "completion_tokens_details", "reasoning_tokens"),
-    }
-
-
-def _responses_usage(usage: dict[str, Any]) -> dict[str, int | None]:
-    # The Responses API names them input/output; the record keeps one vocabulary.
-    return {
-        "prompt_tokens": _int(usage.get("input_tokens")),
-        "completion_tokens": _int(usage.get("output_tokens")),
-        "total_tokens": _int(usage.get("total_tokens")),
-        "cached_tokens": _detail(usage, "input_tokens_details", "cached_tokens"),
-        "reasoning_tokens": _detail(usage, "output_tokens_details", "reasoning_tokens"),
+        "cached_tokens": _detail(usage, f"{prompt}_tokens_details", "cached_tokens"),
+        "reasoning_tokens": _detail(usage, f"{completion}_tokens_details", "reasoning_tokens"),
     }
 
 
