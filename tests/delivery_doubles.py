@@ -379,7 +379,7 @@ def make_sink(deadletter: Any, *, credential: Any = None, **options: Any) -> Eve
         **options,
     }
     return EventHubSink(
-        namespace="my-ns.servicebus.windows.net",
+        namespace="my-usage-ns.servicebus.windows.net",
         eventhub_name="usage",
         credential=credential or FakeEntraCredential(),
         deadletter=deadletter,
@@ -419,7 +419,7 @@ def eventhub_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "openai_endpoint": "https://my-aoai.openai.azure.com",
         "sink": "eventhub",
-        "eventhub_namespace": "my-ns.servicebus.windows.net",
+        "eventhub_namespace": "my-usage-ns.servicebus.windows.net",
         "eventhub_name": "usage",
         "deadletter_blob_service_uri": "https://st.blob.core.windows.net",
         **overrides,

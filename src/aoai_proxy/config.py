@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -42,6 +43,24 @@ class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable."""
 
 
+# The service's own naming rules, checked at start-up so a bad value stops the app instead of
+# failing every send or dead-letter write later:
+# - Event Hubs namespace: 6-50 letters, digits and hyphens, starting with a letter and ending with a
+#   letter or digit (learn.microsoft.com/azure/templates/microsoft.eventhub/namespaces, "name"); the
+#   host is <namespace>.servicebus.<cloud suffix>, e.g. servicebus.windows.net.
+# - Event hub: 1-256 letters, digits, '.', '-' and '_', starting and ending with a letter or digit
+#   (learn.microsoft.com/azure/templates/microsoft.eventhub/namespaces/eventhubs, "name").
+# - Blob container: 3-63 lowercase letters, digits and hyphens, starting and ending with a letter or
+#   digit, every hyphen between two letters or digits (learn.microsoft.com/rest/api/storageservices/
+#   naming-and-referencing-containers--blobs--and-metadata, "Container names").
+_NAMESPACE_HOST = re.compile(
+    r"([A-Za-z][A-Za-z0-9-]{4,48}[A-Za-z0-9])\.servicebus(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+"
+)
+_EVENTHUB_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?")
+_CONTAINER_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*")
+DEFAULT_CONTAINER = "usage-deadletter"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     openai_endpoint: str
@@ -59,7 +78,7 @@ class Settings:
     eventhub_namespace: str | None = None
     eventhub_name: str | None = None
     deadletter_blob_service_uri: str | None = None
-    deadletter_container: str = "usage-deadletter"
+    deadletter_container: str = DEFAULT_CONTAINER
     instance_id: str = "local"
     delivery_queue_max_records: int = 10_000
     delivery_max_seconds: float = 10.0
@@ -109,7 +128,7 @@ class Settings:
             eventhub_namespace=target.namespace if target else None,
             eventhub_name=target.eventhub_name if target else None,
             deadletter_blob_service_uri=_deadletter_uri(env),
-            deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
+            deadletter_container=target.deadletter_container if target else DEFAULT_CONTAINER,
             instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
             delivery_queue_max_records=env.integer("USAGE_QUEUE_MAX_RECORDS", 10_000, minimum=1),
             delivery_max_seconds=env.seconds("USAGE_DELIVERY_MAX_SECONDS", 10.0),
@@ -137,21 +156,38 @@ class DeliveryTarget:
         namespace = env.optional("EVENTHUB_FULLY_QUALIFIED_NAMESPACE")
         if namespace is None:
             return None
-        if "://" in namespace or "/" in namespace or ":" in namespace:
-            raise ConfigError(
-                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be a host name such as "
-                f"'my-ns.servicebus.windows.net' (no scheme, path or port); got {namespace!r}"
-            )
+        _check_namespace(namespace)
         hub = env.optional("EVENTHUB_NAME")
         if hub is None:
             raise ConfigError(
                 "EVENTHUB_NAME is required when EVENTHUB_FULLY_QUALIFIED_NAMESPACE is set"
             )
+        if not _EVENTHUB_NAME.fullmatch(hub):
+            raise ConfigError(
+                "EVENTHUB_NAME must be 1-256 letters, digits, '.', '-' or '_', starting and ending "
+                f"with a letter or digit; got {hub!r}"
+            )
+        container = env.optional("DEADLETTER_CONTAINER") or DEFAULT_CONTAINER
+        if not _CONTAINER_NAME.fullmatch(container):
+            # Azure answers 400 InvalidResourceName on every write: every dead letter would fail.
+            raise ConfigError(
+                "DEADLETTER_CONTAINER must be 3-63 lowercase letters, digits and single hyphens, "
+                f"starting and ending with a letter or digit; got {container!r}"
+            )
         return cls(
             namespace=namespace,
             eventhub_name=hub,
             deadletter_blob_service_uri=_deadletter_uri(env),
-            deadletter_container=env.optional("DEADLETTER_CONTAINER") or "usage-deadletter",
+            deadletter_container=container,
+        )
+
+
+def _check_namespace(namespace: str) -> None:
+    if not _NAMESPACE_HOST.fullmatch(namespace.lower()):
+        raise ConfigError(
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE must be the namespace's host name, "
+            "'<namespace>.servicebus.windows.net' (the namespace: 6-50 letters, digits and hyphens, "
+            f"starting with a letter; no scheme, path or port); got {namespace!r}"
         )
 
 

@@ -16,7 +16,7 @@ def test_streamed_calls_reach_the_hub_partitioned_by_subscription(
 ) -> None:
     proxy = proxy_factory(
         sink="eventhub",
-        eventhub_namespace="my-ns.servicebus.windows.net",
+        eventhub_namespace="my-usage-ns.servicebus.windows.net",
         eventhub_name="usage",
         deadletter_blob_service_uri="https://st.blob.core.windows.net",
     )
@@ -45,5 +45,5 @@ def test_streamed_calls_reach_the_hub_partitioned_by_subscription(
     assert health["delivery"]["counters"]["sent"] == len(sent)
     assert health["delivery"]["counters"]["dropped"] == 0
     client_kwargs = hub.client_class.call_args.kwargs
-    assert client_kwargs["fully_qualified_namespace"] == "my-ns.servicebus.windows.net"
+    assert client_kwargs["fully_qualified_namespace"] == "my-usage-ns.servicebus.windows.net"
     assert client_kwargs["eventhub_name"] == "usage"

@@ -40,11 +40,14 @@ def test_empty_strings_from_azd_count_as_unset() -> None:
         ({**BASE, "USAGE_SINK": "kafka"}, "USAGE_SINK"),
         ({**BASE, "USAGE_SINK": "eventhub"}, "USAGE_SINK"),
         (
-            {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://ns.servicebus.windows.net/"},
+            {
+                **BASE,
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://my-usage-ns.servicebus.windows.net/",
+            },
             "EVENTHUB_FULLY_QUALIFIED_NAMESPACE",
         ),
         (
-            {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net"},
+            {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net"},
             "EVENTHUB_NAME",
         ),
     ],
@@ -52,6 +55,70 @@ def test_empty_strings_from_azd_count_as_unset() -> None:
 def test_invalid_settings_fail_naming_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(env)
+
+
+EVENTHUB = {
+    **BASE,
+    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
+    "EVENTHUB_NAME": "usage",
+    "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Blob storage answers 400 InvalidResourceName for each of these container names.
+        ("DEADLETTER_CONTAINER", "deadletter-A"),
+        ("DEADLETTER_CONTAINER", "dl"),
+        ("DEADLETTER_CONTAINER", "usage--deadletter"),
+        ("DEADLETTER_CONTAINER", "-usage"),
+        ("DEADLETTER_CONTAINER", "usage-"),
+        ("DEADLETTER_CONTAINER", "usage_deadletter"),
+        ("DEADLETTER_CONTAINER", "x" * 64),
+        # Not a namespace host: no such namespace can exist, or the value is not a bare host.
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "my-usage-ns"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "my-ns.servicebus.windows.net"),  # 5 characters
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "1usage-ns.servicebus.windows.net"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "my-usage-ns-.servicebus.windows.net"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "my-usage-ns.servicebus.windows.net:5671"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "my-usage-ns.blob.core.windows.net"),
+        (
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE",
+            "Endpoint=sb://my-usage-ns.servicebus.windows.net/;SharedAccessKeyName=x",
+        ),
+        ("EVENTHUB_NAME", "usage hub"),
+        ("EVENTHUB_NAME", "-usage"),
+        ("EVENTHUB_NAME", "usage/other"),
+        ("EVENTHUB_NAME", "u" * 257),
+    ],
+)
+def test_a_name_azure_would_refuse_stops_the_app_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**EVENTHUB, name: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEADLETTER_CONTAINER", "usage-deadletter"),
+        ("DEADLETTER_CONTAINER", "dl1"),
+        ("DEADLETTER_CONTAINER", "a-b-c-" + "x" * 57),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "evhns-a1b2c3.servicebus.windows.net"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "My-Usage-NS.servicebus.windows.net"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "evhns-a1b2c3.servicebus.chinacloudapi.cn"),
+        ("EVENTHUB_FULLY_QUALIFIED_NAMESPACE", "evhns-a1b2c3.servicebus.usgovcloudapi.net"),
+        ("EVENTHUB_NAME", "usage.records_v1-eu"),
+        ("EVENTHUB_NAME", "u"),
+    ],
+)
+def test_names_azure_accepts_are_accepted(name: str, value: str) -> None:
+    settings = Settings.from_env({**EVENTHUB, name: value})
+    assert value in (
+        settings.deadletter_container,
+        settings.eventhub_namespace,
+        settings.eventhub_name,
+    )
 
 
 def test_upstream_auth_can_be_off_only_for_a_loopback_simulator() -> None:
@@ -67,7 +134,7 @@ def test_event_hub_settings_select_the_event_hub_sink() -> None:
     settings = Settings.from_env(
         {
             **BASE,
-            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "ns.servicebus.windows.net",
+            "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
             "EVENTHUB_NAME": "usage",
             "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
         }

@@ -25,12 +25,12 @@ def test_producer_is_keyless_on_the_namespace_and_hub_with_the_shared_credential
     hub: HubDouble,
 ) -> None:
     credential = FakeEntraCredential()
-    producer = make_producer("my-ns.servicebus.windows.net", "usage", credential)
+    producer = make_producer("my-usage-ns.servicebus.windows.net", "usage", credential)
 
     assert producer is hub.producer
     hub.client_class.assert_called_once()
     kwargs = hub.client_class.call_args.kwargs
-    assert kwargs["fully_qualified_namespace"] == "my-ns.servicebus.windows.net"
+    assert kwargs["fully_qualified_namespace"] == "my-usage-ns.servicebus.windows.net"
     assert kwargs["eventhub_name"] == "usage"
     assert kwargs["credential"] is credential
     # SDK retries are on and short: our own loop handles the long outages.

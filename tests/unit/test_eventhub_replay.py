@@ -22,7 +22,7 @@ from aoai_proxy.replay import ReplaySettings, replay_deadletters, replay_from_en
 from aoai_proxy.sinks.events import encode, make_producer
 
 SETTINGS = ReplaySettings(
-    namespace="my-ns.servicebus.windows.net",
+    namespace="my-usage-ns.servicebus.windows.net",
     eventhub_name="usage",
     blob_service_uri="https://st.blob.core.windows.net",
     container="usage-deadletter",
@@ -57,7 +57,7 @@ async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
         instance_id="timer-instance",
     )
     kwargs = hub.client_class.call_args.kwargs
-    assert kwargs["fully_qualified_namespace"] == "my-ns.servicebus.windows.net"
+    assert kwargs["fully_qualified_namespace"] == "my-usage-ns.servicebus.windows.net"
     assert kwargs["credential"] is credential
     hub.producer.close.assert_awaited_once()
     assert memory_deadletter.closed
@@ -89,7 +89,7 @@ async def test_a_timer_run_builds_its_managed_identity_credential_and_closes_it(
     credential_class = mocker.patch("aoai_proxy.credentials.DefaultAzureCredential", autospec=True)
     await memory_deadletter.put([encode(usage_record()).body])
     env = {
-        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
         "EVENTHUB_NAME": "usage",
         "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
         "AZURE_CLIENT_ID": "client-id",
@@ -149,7 +149,7 @@ def test_replay_settings_need_no_upstream_settings() -> None:
     """The timer replays with the delivery settings alone: a missing or broken upstream setting
     (AZURE_OPENAI_ENDPOINT, PROXY_*) must not strand the dead letters."""
     env = {
-        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
         "EVENTHUB_NAME": "usage",
         "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
         "WEBSITE_INSTANCE_ID": "timer-instance",
@@ -160,7 +160,7 @@ def test_replay_settings_need_no_upstream_settings() -> None:
     settings = ReplaySettings.from_env(env)
 
     assert settings == ReplaySettings(
-        namespace="my-ns.servicebus.windows.net",
+        namespace="my-usage-ns.servicebus.windows.net",
         eventhub_name="usage",
         blob_service_uri="https://st.blob.core.windows.net",
         container="usage-deadletter",
@@ -173,10 +173,13 @@ def test_replay_settings_need_no_upstream_settings() -> None:
 @pytest.mark.parametrize(
     ("env", "name"),
     [
-        ({"EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net"}, "EVENTHUB_NAME"),
+        (
+            {"EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net"},
+            "EVENTHUB_NAME",
+        ),
         (
             {
-                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://my-ns.servicebus.windows.net/",
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "sb://my-usage-ns.servicebus.windows.net/",
                 "EVENTHUB_NAME": "usage",
                 "DEADLETTER_BLOB_SERVICE_URI": "https://st.blob.core.windows.net",
             },
@@ -184,18 +187,27 @@ def test_replay_settings_need_no_upstream_settings() -> None:
         ),
         (
             {
-                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
                 "EVENTHUB_NAME": "usage",
             },
             "DEADLETTER_BLOB_SERVICE_URI",
         ),
         (
             {
-                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
                 "EVENTHUB_NAME": "usage",
                 "DEADLETTER_BLOB_SERVICE_URI": "st.blob.core.windows.net",
             },
             "DEADLETTER_BLOB_SERVICE_URI",
+        ),
+        (
+            {
+                "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
+                "EVENTHUB_NAME": "usage",
+                "DEADLETTER_BLOB_SERVICE_URI": "https://st.blob.core.windows.net",
+                "DEADLETTER_CONTAINER": "Usage_DeadLetter",
+            },
+            "DEADLETTER_CONTAINER",
         ),
     ],
 )

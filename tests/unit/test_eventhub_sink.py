@@ -18,13 +18,14 @@ from tests.delivery_doubles import (
     usage_record,
 )
 
+from aoai_proxy.asgi import create_app
 from aoai_proxy.config import ConfigError, Settings
 from aoai_proxy.sinks import build_sink
 from aoai_proxy.sinks.eventhub import PRODUCERS, EventHubSink
 
 EVENTHUB_ENV = {
     "AZURE_OPENAI_ENDPOINT": "https://my-aoai.openai.azure.com",
-    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-ns.servicebus.windows.net",
+    "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
     "EVENTHUB_NAME": "usage",
 }
 
@@ -44,7 +45,7 @@ async def test_the_producer_is_built_lazily_once_with_the_shared_credential(
 
     assert hub.client_class.call_count == PRODUCERS  # one pool per process, built once
     kwargs = hub.client_class.call_args.kwargs
-    assert kwargs["fully_qualified_namespace"] == "my-ns.servicebus.windows.net"
+    assert kwargs["fully_qualified_namespace"] == "my-usage-ns.servicebus.windows.net"
     assert kwargs["eventhub_name"] == "usage"
     assert kwargs["credential"] is credential
     assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
@@ -195,6 +196,20 @@ def test_a_bad_delivery_setting_fails_at_start_naming_the_variable(name: str, va
     }
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(env)
+
+
+async def test_a_container_name_blob_storage_refuses_stops_the_server_at_start_up() -> None:
+    """`deadletter-A` used to start fine and then fail every dead-letter write (400
+    InvalidResourceName), so at shutdown every record was dropped."""
+    env = {
+        **EVENTHUB_ENV,
+        "DEADLETTER_BLOB_SERVICE_URI": "https://st.blob.core.windows.net",
+        "DEADLETTER_CONTAINER": "deadletter-A",
+    }
+    app = create_app(lambda: Settings.from_env(env))
+    with pytest.raises(ConfigError, match="DEADLETTER_CONTAINER"):
+        async with app.router.lifespan_context(app):
+            pass
 
 
 def test_delivery_settings_are_read() -> None:
