@@ -20,8 +20,8 @@ from aoai_proxy.config import Settings
 from aoai_simulator import create_app as create_simulator_app
 
 # Fixtures kept in their own modules: serve_asgi, simulator, simulator_factory (loopback servers);
-# hub, memory_deadletter, azurite (usage delivery).
-pytest_plugins = ["tests.loopback", "tests.delivery_doubles"]
+# hub, memory_deadletter, azurite (usage delivery); recording_upstream (exact request bytes).
+pytest_plugins = ["tests.loopback", "tests.delivery_doubles", "tests.recording_upstream"]
 
 RECORDED_DIR = Path(
     os.environ.get(
@@ -124,6 +124,20 @@ def proxy_factory(
 def proxy(proxy_factory: Callable[..., ProxyServer]) -> ProxyServer:
     """The proxy (ASGI adapter) under uvicorn, upstream = the simulator, records in a JSONL file."""
     return proxy_factory()
+
+
+@pytest.fixture
+def recorded_proxy(
+    serve_asgi: Callable[..., str], recording_upstream: Any, tmp_path: Path
+) -> ProxyServer:
+    """The proxy under uvicorn in front of `recording_upstream` (the exact bytes it received)."""
+    settings = Settings(
+        openai_endpoint=recording_upstream.base_url,
+        upstream_auth="none",
+        sink="jsonl",
+        usage_log_path=str(tmp_path / "usage-recorded.jsonl"),
+    )
+    return ProxyServer(serve_asgi(create_proxy_app(lambda: settings)), settings)
 
 
 @pytest.fixture

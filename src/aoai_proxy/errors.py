@@ -1,8 +1,10 @@
 """Errors the proxy itself answers with, in the Azure OpenAI error shape.
 
     ProxyError                       -> {"error": {"code", "message"}} with `status`
-    ├── BadRequest          400      the call is malformed (bad JSON, non-object body)
+    ├── BadRequest          400      the call is malformed (bad path or JSON, non-object body)
+    │   └── ApiVersionNotSupported   an api-version Azure would refuse (Azure's own code)
     ├── NotFound            404      no such route
+    ├── DeploymentNotFound  404      a deployment name no Azure deployment can have
     ├── MethodNotAllowed    405      a method the route does not serve (local adapter)
     ├── PayloadTooLarge     413      body over PROXY_MAX_REQUEST_BYTES
     ├── UpstreamUnreachable 502      Azure OpenAI could not be reached (or no token for it)
@@ -37,9 +39,18 @@ class BadRequest(ProxyError):
     code = "invalid_request"
 
 
+class ApiVersionNotSupported(BadRequest):
+    code = "BadRequest"
+
+
 class NotFound(ProxyError):
     status = 404
     code = "404"
+
+
+class DeploymentNotFound(ProxyError):
+    status = 404
+    code = "DeploymentNotFound"
 
 
 class MethodNotAllowed(ProxyError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import accumulate
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote_plus
+from urllib.parse import parse_qs, quote, unquote, unquote_plus
 
-from .errors import BadRequest, PayloadTooLarge
+from .azure_rules import api_version_problem, deployment_problem
+from .errors import BadRequest, PayloadTooLarge, ProxyError
+from .paths import SEGMENT_SAFE, check_request_path, encode_path
 from .routes import Operation, RouteSpec
 
 # Headers APIM sets for us (infra/modules/apim policies); the record's caller context.
@@ -60,6 +63,14 @@ _DROP_EXACT = frozenset(
 )
 # x-ms-token-*: Easy Auth's token store (user tokens) if authentication is ever switched on.
 _DROP_PREFIXES = ("x-apim-", "x-forwarded-", "x-arr-", "x-original-", "x-waws-", "x-ms-token-")
+# Arrays and objects nested deeper than this are refused with a 400 before parsing: Python's parser
+# recurses per level (a 5,000-level body was a RecursionError, a 500), and so does every later walk
+# of the payload. Real bodies stay far below it: structured-output schemas allow 10 levels of
+# nesting (platform.openai.com/docs/guides/structured-outputs), about 3 JSON levels each.
+MAX_JSON_DEPTH = 128
+_SCAN_CHUNK = 65_536
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+_BRACKET_STEP = [1 if b in b"[{" else -1 for b in range(256)]
 # The Functions host accepts the function key as ?code=...; like x-functions-key it stays here.
 _FUNCTION_KEY_PARAM = "code"
 
@@ -86,6 +97,9 @@ class Call:
     forward_headers: list[tuple[bytes, bytes]]  # the wire bytes of the headers to forward
     caller: CallerContext
     is_v1: bool = field(default=False)
+    # Why the call must not be forwarded (a path outside /openai/, a name Azure would refuse):
+    # found while parsing, answered by the request path once the call can be recorded.
+    problem: ProxyError | None = field(default=None)
 
     @property
     def include_usage_requested(self) -> bool:
@@ -113,8 +127,12 @@ def describe_call(
     path_params: Mapping[str, str],
     query: str,
     headers: Mapping[str, str] | list[tuple[str, str]],
+    request_path: str | None = None,
 ) -> Call:
     """What is known before the body is read: enough for a record even if the body is rejected.
+
+    `request_path` is the whole path as the server decoded it (ASGI scope["path"]); it is checked
+    as well as the route values, which a router may have cut short.
 
     Header values arrive latin-1 decoded (ASGI/Starlette), so encoding them back as latin-1
     forwards the caller's exact bytes, UTF-8 included.
@@ -125,17 +143,32 @@ def describe_call(
     # Route values come from the Functions host in Azure: match names case-insensitively and
     # treat a missing catch-all tail as empty, rather than fail on them.
     route_values = {name.lower(): str(value) for name, value in path_params.items()}
-    path = spec.upstream_path(
-        {name: quote(value, safe="/:@-._~!$&'()*+,;=") for name, value in route_values.items()}
-    )
+    decoded_path = spec.upstream_path(route_values)
+    problem: ProxyError | None = None
+    try:
+        if request_path is not None:
+            check_request_path(request_path)
+        path = encode_path(decoded_path)
+    except BadRequest as exc:
+        # Recorded as received (escaped, so the record stays one clean line), never forwarded.
+        received = decoded_path if request_path is None else request_path
+        path = quote(received, safe="/" + SEGMENT_SAFE, errors="backslashreplace")
+        problem = exc
+    deployment = route_values.get("deployment") if spec.deployment_in_path else None
+    named = _path_deployment(path)
+    if problem is None and named is not None:
+        problem = deployment_problem(named)
     forward_query = _without_function_key(query)
+    api_versions = parse_qs(forward_query, keep_blank_values=True).get("api-version", [])
+    if problem is None:
+        problem = api_version_problem(api_versions)
     return Call(
         method=method,
         operation=spec.operation if method == "POST" else "other",
         path=path,
         query=forward_query,
-        api_version=parse_qs(forward_query).get("api-version", [None])[0],
-        deployment=route_values.get("deployment") if spec.deployment_in_path else None,
+        api_version=api_versions[0] if api_versions else None,
+        deployment=deployment,
         body=b"",
         payload=None,
         stream=False,
@@ -149,7 +182,16 @@ def describe_call(
             traceparent=lowered.get("traceparent") or None,
         ),
         is_v1=path.startswith("/openai/v1/"),
+        problem=problem,
     )
+
+
+def _path_deployment(path: str) -> str | None:
+    """The deployment segment of /openai/deployments/{name}/..., on any route (unescaped)."""
+    segments = path.split("/")
+    if len(segments) > 3 and segments[2].lower() == "deployments":
+        return unquote(segments[3])
+    return None
 
 
 def _without_function_key(query: str) -> str:
@@ -180,13 +222,40 @@ def with_body(call: Call, body: bytes) -> Call:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    depth = _nesting_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise BadRequest(
+            f"The request body nests JSON arrays and objects {depth} levels deep; "
+            f"the limit is {MAX_JSON_DEPTH}."
+        )
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadRequest("The request body must be a JSON object.")
     return value
+
+
+def _nesting_depth(body: bytes) -> int:
+    """How deep arrays and objects nest in `body` (brackets inside strings do not count), or a
+    number past MAX_JSON_DEPTH as soon as one is seen.
+
+    Each step runs in C: escaped backslashes and quotes go, then everything but quotes and
+    brackets, then what lies between quote pairs (the strings). A body with few brackets, the
+    common case, cannot nest deeply and is not scanned at all."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return 0
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    structure = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    depth = deepest = 0
+    for start in range(0, len(structure), _SCAN_CHUNK):
+        chunk = structure[start : start + _SCAN_CHUNK]
+        levels = list(accumulate(map(_BRACKET_STEP.__getitem__, chunk), initial=depth))
+        deepest, depth = max(deepest, *levels), levels[-1]
+        if deepest > MAX_JSON_DEPTH:
+            break
+    return deepest
 
 
 def _forwardable(name: str) -> bool:

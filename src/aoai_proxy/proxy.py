@@ -56,10 +56,13 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
         path_params=dict(request.path_params),
         query=request.url.query,
         headers=request.headers.items(),
+        request_path=request.scope.get("path"),
     )
     meter = _meter(runtime, call, started, started_at)
     emit = _emitter(runtime)
     try:
+        if call.problem is not None:
+            raise call.problem
         body = await read_body(
             request.stream(),
             request.headers.get("content-length"),

@@ -10,6 +10,7 @@ import httpx
 
 from .config import Settings
 from .errors import UpstreamTimeout, UpstreamUnreachable
+from .paths import confined
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class Upstream:
 
         `deadline` (event-loop time) bounds the token, the connection and the response headers.
         """
+        # The last check before anything goes out: the path stays under /openai/ whatever the
+        # HTTP client would make of it (both httpx and yarl resolve dot segments).
+        target = confined(path) + ("?" + query if query else "")
         settings = self._settings
         # Streams: a generous gap between chunks (reasoning models can think for minutes after
         # the first event). Non-streamed: the caller's deadline bounds the whole answer.
@@ -67,7 +71,7 @@ class Upstream:
                     request_headers.append((b"authorization", b"Bearer " + await self._token()))
                 request = self._client.build_request(
                     method,
-                    path + ("?" + query if query else ""),
+                    target,
                     headers=request_headers,
                     content=body if body or method not in _BODYLESS else None,
                     timeout=timeout,

@@ -1,0 +1,160 @@
+"""A recording upstream on 127.0.0.1 that keeps the exact bytes of every request it receives.
+
+Below any HTTP framework on purpose: confinement tests assert on the request line as it crossed
+the socket (a framework, or the client's URL object, would already have normalised it). It speaks
+just enough HTTP/1.1 for the proxy's client: keep-alive, Content-Length or chunked bodies, and one
+fixed Azure-shaped chat completion as the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+MAX_HEAD_BYTES = 1 << 20
+
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-recorded",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "ok"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+).encode()
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    head: bytes  # request line and headers, exactly as received (CRLFs included)
+    body: bytes  # the body after de-chunking
+
+    @property
+    def request_line(self) -> bytes:
+        return self.head.split(b"\r\n", 1)[0]
+
+    @property
+    def method(self) -> bytes:
+        return self.request_line.split(b" ")[0]
+
+    @property
+    def target(self) -> bytes:
+        """The request target (path and query) exactly as it crossed the socket."""
+        return self.request_line.split(b" ")[1]
+
+    @property
+    def path(self) -> bytes:
+        return self.target.split(b"?", 1)[0]
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        lines = self.head.split(b"\r\n")[1:]
+        pairs = [line.split(b":", 1) for line in lines if line]
+        return [(name.strip().lower(), value.strip()) for name, value in pairs]
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key == name.lower()), None)
+
+
+class RecordingUpstream:
+    def __init__(self) -> None:
+        self.requests: list[ReceivedRequest] = []
+        self.base_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recording-upstream", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise TimeoutError("the recording upstream did not start")
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            done.result(STOP_TIMEOUT_S)
+            loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(STOP_TIMEOUT_S)
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._server = loop.run_until_complete(
+            asyncio.start_server(self._serve, "127.0.0.1", 0, limit=MAX_HEAD_BYTES)
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                request = ReceivedRequest(head, b"")
+                body = await _read_body(reader, request)
+                self.requests.append(ReceivedRequest(head, body))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"x-ms-region: Local\r\ncontent-length: "
+                    + str(len(ANSWER)).encode()
+                    + b"\r\n\r\n"
+                    + ANSWER
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _read_body(reader: asyncio.StreamReader, request: ReceivedRequest) -> bytes:
+    if (request.header(b"transfer-encoding") or b"").lower() == b"chunked":
+        chunks = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                return b"".join(chunks)
+            chunks.append(chunk[:-2])
+    length = int(request.header(b"content-length") or b"0")
+    return await reader.readexactly(length)
+
+
+@pytest.fixture
+def recording_upstream() -> Iterator[RecordingUpstream]:
+    """An HTTP/1.1 upstream on 127.0.0.1 that keeps every request's exact bytes."""
+    upstream = RecordingUpstream()
+    upstream.start()
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
