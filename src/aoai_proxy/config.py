@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -21,22 +22,79 @@ _T = TypeVar("_T", bound=str)
 _AUTH_CHOICES: tuple[UpstreamAuth, ...] = ("entra", "none")
 _SINK_CHOICES: tuple[SinkKind, ...] = ("eventhub", "jsonl", "log")
 
-# Dated api-versions whose chat completions accept stream_options.include_usage (the v1 API always
-# does). The preview references list it from 2024-09-01-preview on
-# (learn.microsoft.com/azure/ai-foundry/openai/reference-preview). The GA 2024-10-21 reference does
-# not (Azure/azure-rest-api-specs, specification/cognitiveservices/data-plane/AzureOpenAI/inference/
-# stable/2024-10-21/inference.json: createChatCompletionRequest has no stream_options), so it is not
-# listed; operators may add it with USAGE_INJECT_API_VERSIONS, which is safe: a 400 naming
-# stream_options makes the proxy resend without it and stop injecting for that version.
-DEFAULT_INJECT_API_VERSIONS: tuple[str, ...] = (
-    "2024-09-01-preview",
-    "2024-10-01-preview",
-    "2024-12-01-preview",
-    "2025-01-01-preview",
-    "2025-02-01-preview",
-    "2025-03-01-preview",
-    "2025-04-01-preview",
-)
+# The injection policy (docs/usage-record.md, "Injection"): the v1 API always, and every dated
+# api-version (`YYYY-MM-DD` or `YYYY-MM-DD-preview`) whose date is on or after this one, compared as
+# dates so that a version released next month needs no new release of the proxy. Evidence, found
+# with the public references: 2024-09-01-preview is the first preview whose reference documents
+# `stream_options` (learn.microsoft.com, "Azure OpenAI API preview lifecycle"; Azure.AI.OpenAI
+# 2.1.0-beta.2 changelog: "2024-09-01-preview brings AOAI support for streaming token usage"); GA
+# 2024-10-21 has it (its inference.yaml lists it; Azure.AI.OpenAI 2.1.0 changelog: "the 2024-10-21
+# API version brings GA AOAI support for streaming token usage"); 2024-08-01-preview is a guess
+# (clients such as spring-ai#1724 report usage there); 2024-06-01 and older answer 400
+# "Unrecognized request argument supplied: stream_options" (openai-python#1469, gpt-pilot#1022).
+# A wrong guess costs one resend: the 400 naming stream_options is retried without it and remembered.
+DEFAULT_INJECT_MIN_API_VERSION = "2024-08-01-preview"
+_DATED_API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2})(-preview)?$")
+
+
+def api_version_date(api_version: str) -> date | None:
+    """The date of a dated api-version (`2024-10-21`, `2025-04-01-preview`), else None."""
+    match = _DATED_API_VERSION.match(api_version)
+    if match is None:
+        return None
+    try:
+        return date.fromisoformat(match.group(1))
+    except ValueError:  # 2024-13-45 has the shape of a date but is none
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionPolicy:
+    """Which api-versions of the dated routes get include_usage injected (v1: always).
+
+    `only` is the legacy USAGE_INJECT_API_VERSIONS: when set, exactly those versions are injected
+    and the date rule is off. Otherwise: `excluded` never, `extra` always, any other dated version
+    from `min_api_version` on.
+    """
+
+    min_api_version: str = DEFAULT_INJECT_MIN_API_VERSION
+    extra: frozenset[str] = frozenset()
+    excluded: frozenset[str] = frozenset()
+    only: frozenset[str] | None = None
+
+    @property
+    def min_date(self) -> date:
+        found = api_version_date(self.min_api_version)
+        assert found is not None, "validated by InjectionPolicy.read"
+        return found
+
+    @classmethod
+    def read(cls, env: _Env) -> InjectionPolicy:
+        minimum = env.optional("USAGE_INJECT_MIN_API_VERSION")
+        extra = env.optional("USAGE_INJECT_EXTRA_API_VERSIONS")
+        excluded = env.optional("USAGE_INJECT_EXCLUDED_API_VERSIONS")
+        only = env.optional("USAGE_INJECT_API_VERSIONS")
+        if only is not None and (minimum or extra or excluded):
+            raise ConfigError(
+                "USAGE_INJECT_API_VERSIONS (an exact list) cannot be combined with "
+                "USAGE_INJECT_MIN_API_VERSION, USAGE_INJECT_EXTRA_API_VERSIONS or "
+                "USAGE_INJECT_EXCLUDED_API_VERSIONS; use either the list or the three others"
+            )
+        if minimum is not None and api_version_date(minimum) is None:
+            raise ConfigError(
+                "USAGE_INJECT_MIN_API_VERSION must be a dated api-version such as "
+                f"'2024-08-01-preview' or '2024-10-21'; got {minimum!r}"
+            )
+        return cls(
+            min_api_version=minimum or DEFAULT_INJECT_MIN_API_VERSION,
+            extra=_versions(extra),
+            excluded=_versions(excluded),
+            only=_versions(only) if only is not None else None,
+        )
+
+
+def _versions(value: str | None) -> frozenset[str]:
+    return frozenset(v.strip() for v in (value or "").split(",") if v.strip())
 
 
 class ConfigError(ValueError):
@@ -72,7 +130,7 @@ class Settings:
     stream_idle_timeout: float = 240.0
     sink: SinkKind = "jsonl"
     usage_log_path: str = "usage.jsonl"
-    inject_api_versions: frozenset[str] = frozenset(DEFAULT_INJECT_API_VERSIONS)
+    injection: InjectionPolicy = InjectionPolicy()
     capture_content: bool = False
     capture_max_bytes: int = 2048
     eventhub_namespace: str | None = None
@@ -107,7 +165,6 @@ class Settings:
                 "(or AzureWebJobsStorage__blobServiceUri) for the dead-letter store; "
                 "for a local run, set USAGE_SINK=jsonl"
             )
-        extra_versions = env.optional("USAGE_INJECT_API_VERSIONS")
         return cls(
             openai_endpoint=endpoint,
             upstream_auth=auth,
@@ -118,11 +175,7 @@ class Settings:
             stream_idle_timeout=env.seconds("PROXY_STREAM_IDLE_TIMEOUT_SECONDS", 240.0),
             sink=sink,
             usage_log_path=env.optional("USAGE_LOG_PATH") or "usage.jsonl",
-            inject_api_versions=(
-                frozenset(v.strip() for v in extra_versions.split(",") if v.strip())
-                if extra_versions is not None
-                else frozenset(DEFAULT_INJECT_API_VERSIONS)
-            ),
+            injection=InjectionPolicy.read(env),
             capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),
             capture_max_bytes=env.integer("USAGE_CAPTURE_MAX_BYTES", 2048, minimum=0),
             eventhub_namespace=target.namespace if target else None,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
-from .config import Settings
+from .config import InjectionPolicy, Settings, api_version_date
 from .inbound import Call
 
 _NULL_USAGE_LAST = b',"usage":null}'
@@ -27,14 +28,18 @@ class RejectedVersions:
     """(deployment, api-version) pairs whose upstream refused stream_options: not injected again.
 
     Keyed by deployment too: whether a version accepts the parameter has depended on the model
-    behind it. Only a refusal of our own injection is remembered, never one of a caller's body.
+    behind it. Only a refusal of our own injection is remembered, never one of a caller's body,
+    and never one of a call with On Your Data sources or image input: those features did not yet
+    support streaming usage when the versions did (Azure.AI.OpenAI 2.1.0 changelog), so their 400
+    says nothing about the version.
     """
 
     def __init__(self) -> None:
         self._keys: set[tuple[str, str]] = set()
 
     def add(self, call: Call) -> None:
-        self._keys.add(_rejection_key(call))
+        if _input_reason(call.payload or {}) is None:
+            self._keys.add(_rejection_key(call))
 
     def __contains__(self, call: object) -> bool:
         return isinstance(call, Call) and _rejection_key(call) in self._keys
@@ -48,12 +53,47 @@ def injection_decision(call: Call, settings: Settings, rejected: RejectedVersion
         return "operation_not_injected"  # legacy completions; Responses API has response.completed
     if call.include_usage_requested:
         return "client_requested_usage"
-    if not call.is_v1 and not call.api_version:
+    reason = _input_reason(call.payload or {})
+    if reason is None and not call.is_v1:
+        reason = api_version_reason(call.api_version, settings.injection)
+    if reason is None and call in rejected:
+        reason = "api_version_rejected_stream_options"
+    return reason
+
+
+def api_version_reason(api_version: str | None, policy: InjectionPolicy) -> str | None:
+    """None when a dated route's api-version gets include_usage injected, else why not."""
+    if not api_version:
         return "no_api_version"
-    if not call.is_v1 and call.api_version not in settings.inject_api_versions:
-        return "api_version_not_in_injection_allow_list"
-    if call in rejected:
-        return "api_version_rejected_stream_options"
+    if api_version in policy.excluded:
+        return "api_version_excluded_from_injection"
+    if policy.only is not None:
+        return None if api_version in policy.only else "api_version_not_in_injection_allow_list"
+    if api_version in policy.extra:
+        return None
+    version_date = api_version_date(api_version)
+    if version_date is None:
+        return "api_version_not_dated"
+    if version_date < policy.min_date:
+        return "api_version_before_injection_minimum"
+    return None
+
+
+# Content parts that carry an image: chat's image_url, and the Responses API's input_image.
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+
+
+def _input_reason(payload: dict[str, Any]) -> str | None:
+    """Inputs with which streaming usage was not supported when the versions were (Azure.AI.OpenAI
+    2.1.0 changelog: "not yet compatible" with On Your Data and with image input)."""
+    if payload.get("data_sources"):
+        return "request_has_data_sources"
+    messages = payload.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") in _IMAGE_PARTS:
+                return "request_has_image_input"
     return None
 
 

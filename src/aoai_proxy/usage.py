@@ -30,8 +30,13 @@ NO_USAGE_REASONS = (
     "response_queued",
     "response_in_progress",
     "no_api_version",
+    "api_version_not_dated",
+    "api_version_before_injection_minimum",
+    "api_version_excluded_from_injection",
     "api_version_not_in_injection_allow_list",
     "api_version_rejected_stream_options",
+    "request_has_data_sources",
+    "request_has_image_input",
     "operation_not_injected",
     "body_not_reinjectable",
     "no_usage_in_response",
@@ -41,8 +46,13 @@ NO_USAGE_REASONS = (
 _INJECTION_EXPLAINS_NO_USAGE = frozenset(
     {
         "no_api_version",
+        "api_version_not_dated",
+        "api_version_before_injection_minimum",
+        "api_version_excluded_from_injection",
         "api_version_not_in_injection_allow_list",
         "api_version_rejected_stream_options",
+        "request_has_data_sources",
+        "request_has_image_input",
         "operation_not_injected",
         "body_not_reinjectable",
     }
@@ -106,6 +116,9 @@ class UsageMeter:
         self.injected = False
         self.injection_skipped_reason: str | None = None
         self.status: int | None = None
+        # The upstream answered with an event stream: a catch-all call (e.g. an Assistants run)
+        # streams without the body saying so.
+        self.event_stream = False
         self._headers_ms: float | None = None
         self._first_byte_ms: float | None = None
         self._first_token_ms: float | None = None
@@ -135,6 +148,7 @@ class UsageMeter:
     def upstream_headers(self, status: int, headers: Mapping[str, str]) -> None:
         self._headers_ms = now_ms()
         self.status = status
+        self.event_stream = headers.get("content-type", "").startswith("text/event-stream")
         # Only the ids and the region go into the record: no need to copy every header.
         self._response_headers = {
             name: value
@@ -155,13 +169,13 @@ class UsageMeter:
             return
         if not isinstance(payload, dict):
             return
-        if "error" in payload:
-            self._observe_error(payload["error"])
-            return
-        if payload.get("object") == "response" or "output" in payload:
+        if payload.get("object") == "response":
+            # Checked before `error`: a Response object always has one, `null` unless it failed.
             self._observe_response_object(payload)
-            return
-        self._observe_completion_payload(payload, received_ms=None, streamed=False)
+        elif isinstance(payload.get("error"), dict):
+            self._observe_error(payload["error"])
+        else:
+            self._observe_completion_payload(payload, received_ms=None, streamed=False)
 
     def observe_event(self, event: SSEEvent, received_ms: float) -> None:
         """One streamed event, after it was sent on to the client."""
@@ -173,7 +187,9 @@ class UsageMeter:
             return
         if not isinstance(payload, dict):
             return
-        if event.event != "message" or str(payload.get("type", "")).startswith("response."):
+        if event.event.startswith("thread.") or event.event == "error":
+            self._observe_assistants_event(event.event, payload, received_ms)
+        elif event.event != "message" or str(payload.get("type", "")).startswith("response."):
             self._observe_responses_event(payload, received_ms)
         elif "error" in payload:
             self._observe_error(payload["error"])
@@ -302,6 +318,54 @@ class UsageMeter:
         if isinstance(usage, dict):
             self.usage = _usage(usage, "input", "output")
 
+    def _observe_assistants_event(
+        self, kind: str, payload: dict[str, Any], received_ms: float
+    ) -> None:
+        """An Assistants API event (catch-all route): `thread.run.*` events carry the run, whose
+        `usage` is set once it ends; `thread.message.delta` events carry the output."""
+        if kind == "error":
+            self._observe_error(payload.get("error", payload))
+        elif kind == "thread.message.delta":
+            self.output_events += 1
+            if self._first_token_ms is None:
+                self._first_token_ms = received_ms
+            delta = payload.get("delta")
+            for part in _items(delta.get("content") if isinstance(delta, dict) else None):
+                text = part.get("text") if isinstance(part, dict) else None
+                if isinstance(text, dict) and self._completion is not None:
+                    self._completion.add(str(text.get("value") or ""))
+        elif payload.get("object") == "thread.run":
+            self._observe_run(payload)
+
+    def _observe_run(self, run: dict[str, Any]) -> None:
+        if run.get("id"):
+            self.response_id = str(run["id"])
+        if run.get("model"):
+            self.model = str(run["model"])
+        status = run.get("status")
+        if status in (
+            "completed",
+            "incomplete",
+            "failed",
+            "cancelled",
+            "expired",
+            "requires_action",
+        ):
+            details = run.get("incomplete_details")
+            reason = details.get("reason") if isinstance(details, dict) else None
+            self._finish_reasons[0] = str(reason or status)
+            self._choice_indexes.add(0)
+        action = run.get("required_action")
+        outputs = action.get("submit_tool_outputs") if isinstance(action, dict) else None
+        for call in _items(outputs.get("tool_calls") if isinstance(outputs, dict) else None):
+            if isinstance(call, dict):
+                self._tool_calls.add((0, str(call.get("id"))))
+        if isinstance(run.get("last_error"), dict):
+            self._observe_error(run["last_error"])
+        usage = run.get("usage")
+        if isinstance(usage, dict):
+            self.usage = _usage(usage, "prompt", "completion")
+
     def _observe_error(self, error: Any) -> None:
         if not isinstance(error, dict):
             return
@@ -360,7 +424,7 @@ class UsageMeter:
                 "operation": call.operation,
                 "deployment": call.deployment,
                 "api_version": call.api_version,
-                "stream": call.stream,
+                "stream": call.stream or self.event_stream,
                 "bytes": len(call.body),
                 "traceparent": call.caller.traceparent,
             },

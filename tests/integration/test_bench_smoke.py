@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from aoai_bench import BenchConfig, Timing, run
-from aoai_bench.cli import parse_args
+from aoai_bench.cli import main, parse_args
 from aoai_bench.load import StreamResult, event_delays_ms
 from aoai_bench.report import lines
 
@@ -61,3 +61,13 @@ def test_quick_flag_and_overrides_shape_the_config() -> None:
     assert config.streams == (10, 20)
     assert config.timing.token_ms == config.stream_timing.token_ms == 3
     assert json_path is None
+
+
+def test_usage_coverage_subcommand_measures_every_api_version(tmp_path: Path) -> None:
+    out = tmp_path / "coverage.json"
+
+    assert main(["usage-coverage", "--calls", "1", "--json", str(out)]) == 0
+
+    rows = json.loads(out.read_text())
+    assert {row["api_version"] for row in rows} >= {"2024-10-21", "v1", "2024-06-01"}
+    assert all(row["ok"] and row["calls"] == 1 for row in rows)

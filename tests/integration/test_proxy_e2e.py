@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from aoai_proxy.config import InjectionPolicy
 from aoai_proxy.sse import SSEFramer, parse_event
 
 API_VERSION = "2025-04-01-preview"
@@ -384,7 +385,7 @@ def test_caller_credentials_never_reach_upstream_and_apim_context_is_recorded(
 def test_old_api_version_that_rejects_stream_options_is_resent_once_then_remembered(
     proxy_factory: Any, upstream: Any
 ) -> None:
-    proxy = proxy_factory(inject_api_versions=frozenset({"2024-06-01"}))
+    proxy = proxy_factory(injection=InjectionPolicy(extra=frozenset({"2024-06-01"})))
     path = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-06-01"
     with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
         first = client.post(path, json={"messages": MESSAGES, "stream": True})

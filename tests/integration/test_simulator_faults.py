@@ -89,7 +89,7 @@ def test_stream_options_is_refused_by_api_versions_that_predate_it(
     simulator: SimulatorServer,
 ) -> None:
     body = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
-    old = post(simulator, body, url=chat_url(simulator, "2024-08-01-preview"))
+    old = post(simulator, body, url=chat_url(simulator, "2024-06-01"))
     assert old.status_code == 400
     error = old.json()["error"]
     assert error["message"].startswith("Unrecognized request argument supplied: stream_options")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS, ConfigError, Settings
+from aoai_proxy.config import ConfigError, InjectionPolicy, Settings
 
 BASE = {"AZURE_OPENAI_ENDPOINT": "https://my-aoai.openai.azure.com/"}
 
@@ -16,7 +16,7 @@ def test_defaults_are_secure_and_local() -> None:
     assert settings.sink == "jsonl"
     assert settings.capture_content is False
     assert settings.response_timeout < 230  # Azure ends silent HTTP-triggered calls at 230 s
-    assert settings.inject_api_versions == frozenset(DEFAULT_INJECT_API_VERSIONS)
+    assert settings.injection == InjectionPolicy(min_api_version="2024-08-01-preview")
 
 
 def test_empty_strings_from_azd_count_as_unset() -> None:
@@ -143,8 +143,41 @@ def test_event_hub_settings_select_the_event_hub_sink() -> None:
     assert settings.deadletter_blob_service_uri == "https://st.blob.core.windows.net"
 
 
-def test_injection_allow_list_is_configurable() -> None:
+def test_the_legacy_allow_list_still_names_exactly_the_injected_versions() -> None:
     settings = Settings.from_env(
         {**BASE, "USAGE_INJECT_API_VERSIONS": "2025-04-01-preview, 2024-10-21"}
     )
-    assert settings.inject_api_versions == {"2025-04-01-preview", "2024-10-21"}
+    assert settings.injection.only == {"2025-04-01-preview", "2024-10-21"}
+
+
+def test_injection_policy_settings() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "USAGE_INJECT_MIN_API_VERSION": "2024-10-21",
+            "USAGE_INJECT_EXTRA_API_VERSIONS": "2024-06-01, custom",
+            "USAGE_INJECT_EXCLUDED_API_VERSIONS": "2025-01-01-preview",
+        }
+    )
+    assert settings.injection == InjectionPolicy(
+        min_api_version="2024-10-21",
+        extra=frozenset({"2024-06-01", "custom"}),
+        excluded=frozenset({"2025-01-01-preview"}),
+    )
+
+
+@pytest.mark.parametrize("value", ["latest", "2024-13-45", "2024-10-21-beta", "20241021"])
+def test_the_injection_minimum_must_be_a_dated_version(value: str) -> None:
+    with pytest.raises(ConfigError, match="USAGE_INJECT_MIN_API_VERSION"):
+        Settings.from_env({**BASE, "USAGE_INJECT_MIN_API_VERSION": value})
+
+
+def test_the_legacy_list_cannot_be_mixed_with_the_new_settings() -> None:
+    with pytest.raises(ConfigError, match=r"USAGE_INJECT_API_VERSIONS.*USAGE_INJECT_EXTRA"):
+        Settings.from_env(
+            {
+                **BASE,
+                "USAGE_INJECT_API_VERSIONS": "2024-10-21",
+                "USAGE_INJECT_EXTRA_API_VERSIONS": "2024-06-01",
+            }
+        )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from tests.calls import parse_call
 
-from aoai_proxy.config import Settings
+from aoai_proxy.config import InjectionPolicy, Settings
 from aoai_proxy.inject import (
     RejectedVersions,
     injected_body,
@@ -107,7 +108,7 @@ def test_no_injection_when_client_asked_for_usage_or_not_streaming_or_old_versio
     assert injection_decision(asked, SETTINGS, rejected) == "client_requested_usage"
     assert injection_decision(chat_call({"stream": False}), SETTINGS, rejected) == "not_streamed"
     old = chat_call({"stream": True}, api_version="2024-06-01")
-    assert injection_decision(old, SETTINGS, rejected) == "api_version_not_in_injection_allow_list"
+    assert injection_decision(old, SETTINGS, rejected) == "api_version_before_injection_minimum"
     assert injection_decision(chat_call({"stream": True}, v1=True), SETTINGS, rejected) is None
     rejected.add(chat_call({"stream": True, "model": "gpt-4o-mini"}, v1=True))
     assert (
@@ -164,14 +165,110 @@ def test_a_400_naming_stream_options_is_a_rejection() -> None:
     assert not rejects_stream_options(429, body)
 
 
-def test_ga_2024_10_21_is_not_injected_unless_the_operator_lists_it() -> None:
-    # Its API reference has no stream_options; USAGE_INJECT_API_VERSIONS can opt in.
-    ga = chat_call({"stream": True}, api_version="2024-10-21")
+@pytest.mark.parametrize(
+    ("api_version", "reason"),
+    [
+        ("2024-08-01-preview", None),  # the first guess: the resend covers it if wrong
+        ("2024-09-01-preview", None),
+        ("2024-10-21", None),  # GA: its YAML spec lists stream_options
+        ("2025-04-01-preview", None),
+        ("2025-08-01-preview", None),  # newer than any list the proxy ever shipped
+        ("2031-01-01-preview", None),  # a future version needs no release
+        ("2024-08-01", None),  # compared as dates: GA and preview of one date alike
+        ("2024-07-01-preview", "api_version_before_injection_minimum"),
+        ("2024-06-01", "api_version_before_injection_minimum"),
+        ("2024-02-01", "api_version_before_injection_minimum"),
+        ("2023-05-15", "api_version_before_injection_minimum"),
+        ("preview", "api_version_not_dated"),
+        ("latest", "api_version_not_dated"),
+        ("2024-10-21-beta", "api_version_not_dated"),
+        ("2024-13-45", "api_version_not_dated"),
+    ],
+)
+def test_dated_api_versions_from_2024_08_01_preview_on_are_injected(
+    api_version: str, reason: str | None
+) -> None:
+    call = chat_call({"stream": True}, api_version=api_version)
+    assert injection_decision(call, SETTINGS, RejectedVersions()) == reason
+
+
+def test_v1_is_injected_whatever_its_api_version_query_says() -> None:
+    call = chat_call({"stream": True, "model": "gpt-4o-mini"}, v1=True)
+    call.api_version = "preview"
+    assert injection_decision(call, SETTINGS, RejectedVersions()) is None
+
+
+def test_operators_move_the_minimum_add_and_exclude_versions() -> None:
+    policy = InjectionPolicy(
+        min_api_version="2024-10-21",
+        extra=frozenset({"2024-06-01"}),
+        excluded=frozenset({"2025-01-01-preview"}),
+    )
+    settings = Settings(openai_endpoint=SETTINGS.openai_endpoint, injection=policy)
+    decide = [
+        injection_decision(chat_call({"stream": True}, api_version=v), settings, RejectedVersions())
+        for v in ("2024-09-01-preview", "2024-06-01", "2025-01-01-preview", "2025-02-01-preview")
+    ]
+    assert decide == [
+        "api_version_before_injection_minimum",
+        None,
+        "api_version_excluded_from_injection",
+        None,
+    ]
+
+
+def test_the_legacy_list_injects_exactly_its_versions() -> None:
+    settings = Settings(
+        openai_endpoint=SETTINGS.openai_endpoint,
+        injection=InjectionPolicy(only=frozenset({"2024-06-01"})),
+    )
+    listed = chat_call({"stream": True}, api_version="2024-06-01")
+    newer = chat_call({"stream": True}, api_version="2025-04-01-preview")
+    assert injection_decision(listed, settings, RejectedVersions()) is None
     assert (
-        injection_decision(ga, SETTINGS, RejectedVersions())
+        injection_decision(newer, settings, RejectedVersions())
         == "api_version_not_in_injection_allow_list"
     )
-    opted_in = Settings(
-        openai_endpoint=SETTINGS.openai_endpoint, inject_api_versions=frozenset({"2024-10-21"})
+
+
+IMAGE_MESSAGE = {
+    "role": "user",
+    "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    ],
+}
+DATA_SOURCES = [
+    {"type": "azure_search", "parameters": {"endpoint": "https://s", "index_name": "i"}}
+]
+
+
+@pytest.mark.parametrize("v1", [False, True])
+def test_on_your_data_and_image_calls_are_not_injected(v1: bool) -> None:
+    with_data = chat_call(
+        {"stream": True, "model": "m", "messages": [], "data_sources": DATA_SOURCES}, v1=v1
     )
-    assert injection_decision(ga, opted_in, RejectedVersions()) is None
+    with_image = chat_call({"stream": True, "model": "m", "messages": [IMAGE_MESSAGE]}, v1=v1)
+    text_parts = chat_call(
+        {
+            "stream": True,
+            "model": "m",
+            "messages": [{"role": "user", "content": [{"type": "text"}]}],
+        },
+        v1=v1,
+    )
+    rejected = RejectedVersions()
+    assert injection_decision(with_data, SETTINGS, rejected) == "request_has_data_sources"
+    assert injection_decision(with_image, SETTINGS, rejected) == "request_has_image_input"
+    assert injection_decision(text_parts, SETTINGS, rejected) is None
+
+
+def test_a_400_from_an_on_your_data_or_image_call_is_never_remembered() -> None:
+    rejected = RejectedVersions()
+    rejected.add(chat_call({"stream": True, "messages": [], "data_sources": DATA_SOURCES}))
+    rejected.add(chat_call({"stream": True, "messages": [IMAGE_MESSAGE]}))
+    plain = chat_call({"stream": True, "messages": []})
+    assert plain not in rejected
+    assert injection_decision(plain, SETTINGS, rejected) is None
+    rejected.add(plain)
+    assert plain in rejected

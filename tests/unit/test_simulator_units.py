@@ -29,7 +29,8 @@ def controls(**headers: str) -> Controls:
     ("api_version", "accepted"),
     [
         ("2024-02-15-preview", False),
-        ("2024-08-01-preview", False),
+        ("2024-07-01-preview", False),
+        ("2024-08-01-preview", True),
         ("2024-06-01", False),
         ("2024-09-01-preview", True),
         ("2024-10-21", True),

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from tests.calls import parse_call
 
-from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS
+from aoai_proxy.config import DEFAULT_INJECT_MIN_API_VERSION
 from aoai_proxy.inbound import describe_call
 from aoai_proxy.routes import PROXY_ROUTES
 from aoai_proxy.sse import SSEFramer, parse_event
@@ -385,7 +385,11 @@ def test_every_source_reason_the_code_produces_is_documented() -> None:
     assert reasons_in_code() == documented
 
 
-def test_the_default_injection_allow_list_is_documented() -> None:
+def test_the_default_injection_minimum_is_documented() -> None:
     section = DOC.split("## Injection", 1)[1].split("\n## ", 1)[0]
-    listed = re.findall(r"`(\d{4}-\d{2}-\d{2}(?:-preview)?)`", section.split("The default list")[1])
-    assert listed == list(DEFAULT_INJECT_API_VERSIONS)
+    assert f"(default\n     `{DEFAULT_INJECT_MIN_API_VERSION}`" in section
+
+
+def test_the_schema_lists_exactly_the_source_reasons_of_the_code() -> None:
+    reason = SCHEMA["properties"]["usage"]["properties"]["source_reason"]
+    assert set(reason["enum"]) == {*reasons_in_code(), None}

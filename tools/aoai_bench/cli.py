@@ -1,4 +1,5 @@
-"""Command line: `python tools/bench.py [--quick] [--streams 100,500,1000] [--json out.json]`."""
+"""Command line: `python tools/bench.py [--quick] [--streams 100,500,1000] [--json out.json]`,
+or `python tools/bench.py usage-coverage [--calls N]` (the exact-usage share per api-version)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from . import coverage
 from .load import Timing
 from .report import print_report
 from .runner import BenchConfig, run
@@ -63,7 +65,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path | N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    config, json_path = parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["usage-coverage"]:
+        return coverage.main(args[1:])
+    config, json_path = parse_args(args)
     result = run(config)
     print_report(result)
     if json_path is not None:

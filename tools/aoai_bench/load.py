@@ -16,15 +16,13 @@ from typing import Literal
 
 import httpx
 
-from aoai_proxy.config import DEFAULT_INJECT_API_VERSIONS
-
 from .servers import STAMP_HEADER, STAMPS_PATH
 
 Target = Literal["direct", "proxy"]
 
-# An api-version on the proxy's injection allow list: the proxy asks upstream for include_usage and
-# removes it again, the production path for clients that do not ask for usage themselves.
-API_VERSION = DEFAULT_INJECT_API_VERSIONS[-1]
+# An api-version the proxy injects include_usage on: it asks upstream for the usage and removes it
+# again, the production path for clients that do not ask for usage themselves.
+API_VERSION = "2025-04-01-preview"
 CHAT_PATH = f"/openai/deployments/gpt-4o-mini/chat/completions?api-version={API_VERSION}"
 _MESSAGES = [{"role": "user", "content": "Write a haiku about latency."}]
 STREAM_BODY: dict[str, object] = {"messages": _MESSAGES, "stream": True}

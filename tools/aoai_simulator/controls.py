@@ -98,10 +98,11 @@ class Controls:
         )
 
 
-# stream_options exists from api-version 2024-09-01-preview on; older dated versions reject it
-# (learn.microsoft.com azure/ai-foundry/openai/api-version-lifecycle). Non-dated versions
-# (`preview`, `latest`, the v1 API) all know it.
-STREAM_OPTIONS_SINCE = "2024-09-01"
+# Which api-versions accept stream_options: the table "Behaviour per api-version" in
+# docs/simulator.md, each row with its evidence (tests/integration/test_simulator_api_versions.py
+# checks that the simulator follows it). Dated versions from 2024-08-01(-preview) on accept it,
+# older dated ones answer Azure's 400; non-dated values (`preview`, `latest`, the v1 API) know it.
+STREAM_OPTIONS_SINCE = "2024-08-01"
 
 
 def accepts_stream_options(api_version: str | None) -> bool:
