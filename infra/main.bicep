@@ -106,6 +106,9 @@ param eventHubName string = 'usage'
 @description('Consumer group for downstream readers of usage records.')
 param eventHubConsumerGroupName string = 'usage-readers'
 
+@description('Consumer group the usage landing function reads the hub with.')
+param eventHubLandingConsumerGroupName string = 'usage-landing'
+
 @minValue(1)
 @maxValue(32)
 param eventHubPartitionCount int = 2
@@ -136,6 +139,45 @@ param apimPublisherEmail string = 'noreply@example.com'
 
 @description('APIM subscription created for the first consumer; its key is fetched at run time, never output.')
 param apimSubscriptionName string = 'first-consumer'
+
+// ---- Usage analytics: Log Analytics tables, workbook and alerts (docs/usage-analytics.md) ----
+@minValue(4)
+@maxValue(730)
+@description('Days usage records and gateway events stay queryable in Log Analytics (interactive retention).')
+param usageRetentionDays int = 90
+
+@minValue(4)
+@maxValue(4383)
+@description('Days they are kept in all, long-term retention included (at least usageRetentionDays).')
+param usageTotalRetentionDays int = 365
+
+@description('Prices in USD per 1M tokens for the workbook\'s cost estimates, as JSON [{"model", "input", "cachedInput", "output"}]; empty for infra/analytics/model-prices.json.')
+param usageModelPrices string = ''
+
+@description('E-mail address usage alerts go to; empty: alerts are only shown in the portal.')
+param usageAlertEmail string = ''
+
+@minValue(0)
+@maxValue(100)
+@description('Alert when more than this percent of a deployment\'s calls get 429 in 15 minutes.')
+param usageAlertThrottledPercent int = 5
+
+@minValue(0)
+@maxValue(100)
+@description('Alert when more than this percent of a deployment\'s calls fail (429 excluded) in 15 minutes.')
+param usageAlertErrorPercent int = 10
+
+@minValue(1)
+@description('Calls a deployment needs in 15 minutes before its 429 and error rates are judged.')
+param usageAlertMinCalls int = 20
+
+@minValue(1)
+@description('Alert when one APIM subscription uses more tokens than this in a UTC day.')
+param usageAlertDailyTokens int = 10000000
+
+@minValue(0)
+@description('Alert when more gateway events than this (per hour) have no usage record; 0: on the first one.')
+param usageAlertMissingRecords int = 0
 
 // ---- Storage ----
 @description('Blob container for usage records that could not be sent yet (DEADLETTER_CONTAINER).')
@@ -230,9 +272,62 @@ module eventHubs 'modules/eventhubs.bicep' = {
     tags: tags
     hubName: eventHubName
     consumerGroupName: eventHubConsumerGroupName
+    landingConsumerGroupName: eventHubLandingConsumerGroupName
     partitionCount: eventHubPartitionCount
     messageRetentionInDays: eventHubRetentionDays
   }
+}
+
+// Usage records and gateway events land here (tables + data collection rule), read by the workbook
+// and the alert rules below.
+module analytics 'modules/analytics.bicep' = {
+  name: 'analytics'
+  scope: rg
+  params: {
+    workspaceName: monitoring.outputs.logAnalyticsWorkspaceName
+    location: location
+    tags: tags
+    dataCollectionRuleName: '${abbrs.insightsDataCollectionRules}usage-${resourceToken}'
+    interactiveRetentionInDays: usageRetentionDays
+    totalRetentionInDays: usageTotalRetentionDays
+  }
+}
+
+module workbook 'modules/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    displayName: 'Azure OpenAI usage (${environmentName})'
+    modelPricesJson: usageModelPrices
+  }
+  // Its queries name the tables: create them first so the workbook opens without errors.
+  dependsOn: [
+    analytics
+  ]
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    namePrefix: 'alert-${resourceToken}'
+    alertEmail: usageAlertEmail
+    throttledPercentThreshold: usageAlertThrottledPercent
+    errorPercentThreshold: usageAlertErrorPercent
+    minCalls: usageAlertMinCalls
+    dailyTokensPerSubscriptionThreshold: usageAlertDailyTokens
+    missingUsageRecordsThreshold: usageAlertMissingRecords
+  }
+  // Rule creation validates the query, which fails on tables that do not exist yet.
+  dependsOn: [
+    analytics
+  ]
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -252,6 +347,11 @@ module functionApp 'modules/functionapp.bicep' = {
     openAiEndpoint: openAi.outputs.endpoint
     eventHubFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
     eventHubName: eventHubs.outputs.hubName
+    landingConsumerGroupName: eventHubs.outputs.landingConsumerGroupName
+    logsIngestionEndpoint: analytics.outputs.logsIngestionEndpoint
+    dataCollectionRuleImmutableId: analytics.outputs.dataCollectionRuleImmutableId
+    usageStreamName: analytics.outputs.usageStreamName
+    gatewayStreamName: analytics.outputs.gatewayStreamName
     pythonVersion: pythonVersion
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
@@ -272,6 +372,8 @@ module rbac 'modules/rbac.bicep' = {
     eventHubName: eventHubs.outputs.hubName
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
+    dataCollectionRuleName: analytics.outputs.dataCollectionRuleName
+    logAnalyticsWorkspaceName: monitoring.outputs.logAnalyticsWorkspaceName
   }
 }
 
@@ -347,3 +449,14 @@ output APIM_PRODUCT_NAME string = apimApi.outputs.productName
 output APIM_SUBSCRIPTION_NAME string = apimApi.outputs.subscriptionName
 output APIM_FUNCTION_KEY_NAMED_VALUE string = apimApi.outputs.functionKeyNamedValueName
 output APIM_IDENTITY_CLIENT_ID string = apimIdentity.outputs.clientId
+
+// Usage analytics (docs/usage-analytics.md). The workspace's customer id is what query clients address
+// (scripts/smoke_test.py); the DCR values let a local run of the landing function send to Azure.
+output LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID string = monitoring.outputs.logAnalyticsWorkspaceCustomerId
+output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsWorkspaceName
+output USAGE_LANDING_CONSUMER_GROUP string = eventHubs.outputs.landingConsumerGroupName
+output LOGS_INGESTION_ENDPOINT string = analytics.outputs.logsIngestionEndpoint
+output LOGS_DCR_IMMUTABLE_ID string = analytics.outputs.dataCollectionRuleImmutableId
+output LOGS_USAGE_STREAM string = analytics.outputs.usageStreamName
+output LOGS_GATEWAY_STREAM string = analytics.outputs.gatewayStreamName
+output USAGE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'

@@ -9,6 +9,9 @@ param tags object = {}
 param hubName string
 param consumerGroupName string
 
+@description('Consumer group of the usage landing function (Event Hub -> Log Analytics); its own, so its checkpoints never move another reader\'s.')
+param landingConsumerGroupName string
+
 @minValue(1)
 @maxValue(32)
 @description('Partitions of the usage hub (fixed after creation on Standard).')
@@ -63,6 +66,17 @@ resource readers 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01
   }
 }
 
+// The landing function reads the hub through its own group: each consumer group keeps its own
+// checkpoints, so re-landing (a new group, or reset checkpoints: docs/usage-analytics.md) touches nothing else.
+// https://learn.microsoft.com/azure/event-hubs/event-hubs-features#consumer-groups
+resource landing 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = {
+  parent: hub
+  name: landingConsumerGroupName
+  properties: {
+    userMetadata: 'Usage landing function: usage records and gateway events to Log Analytics'
+  }
+}
+
 output namespaceId string = namespace.id
 output namespaceName string = namespace.name
 // serviceBusEndpoint is https://<namespace>.servicebus.windows.net:443/ ; the SDK wants the host
@@ -71,3 +85,4 @@ output fullyQualifiedNamespace string = split(split(namespace.properties.service
 output hubId string = hub.id
 output hubName string = hub.name
 output consumerGroupName string = readers.name
+output landingConsumerGroupName string = landing.name

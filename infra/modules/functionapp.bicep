@@ -24,6 +24,16 @@ param openAiEndpoint string
 param eventHubFullyQualifiedNamespace string
 param eventHubName string
 
+// Usage landing (Event Hub -> Log Analytics through the Logs Ingestion API; docs/usage-analytics.md).
+@description('Consumer group the landing function\'s Event Hubs trigger reads with.')
+param landingConsumerGroupName string
+@description('Logs ingestion endpoint of the data collection rule (kind Direct).')
+param logsIngestionEndpoint string
+@description('Immutable id of the data collection rule.')
+param dataCollectionRuleImmutableId string
+param usageStreamName string
+param gatewayStreamName string
+
 // Python versions the Flex Consumption catalog lists: https://learn.microsoft.com/azure/azure-functions/supported-languages
 @allowed([
   '3.11'
@@ -143,6 +153,17 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     EVENTHUB_FULLY_QUALIFIED_NAMESPACE: eventHubFullyQualifiedNamespace
     EVENTHUB_NAME: eventHubName
     DEADLETTER_CONTAINER: deadLetterContainerName
+    // The landing function's Event Hubs trigger: identity-based connection with the user-assigned
+    // identity (no connection string). https://learn.microsoft.com/azure/azure-functions/functions-reference#configure-an-identity-based-connection
+    EventHubConnection__fullyQualifiedNamespace: eventHubFullyQualifiedNamespace
+    EventHubConnection__credential: 'managedidentity'
+    EventHubConnection__clientId: identityClientId
+    USAGE_LANDING_CONSUMER_GROUP: landingConsumerGroupName
+    // Where it sends: https://learn.microsoft.com/python/api/overview/azure/monitor-ingestion-readme
+    LOGS_INGESTION_ENDPOINT: logsIngestionEndpoint
+    LOGS_DCR_IMMUTABLE_ID: dataCollectionRuleImmutableId
+    LOGS_USAGE_STREAM: usageStreamName
+    LOGS_GATEWAY_STREAM: gatewayStreamName
   }
 }
 

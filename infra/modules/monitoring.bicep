@@ -49,6 +49,9 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 }
 
 output logAnalyticsWorkspaceId string = workspace.id
+output logAnalyticsWorkspaceName string = workspace.name
+// The workspace (customer) id that query clients (azure-monitor-query, the smoke test) address.
+output logAnalyticsWorkspaceCustomerId string = workspace.properties.customerId
 output applicationInsightsId string = appInsights.id
 output applicationInsightsName string = appInsights.name
 // The connection string carries the instrumentation key, which is an identifier, not a credential:

@@ -26,6 +26,8 @@ param eventHubNamespaceName string
 param eventHubName string
 param storageAccountName string
 param applicationInsightsName string
+param dataCollectionRuleName string
+param logAnalyticsWorkspaceName string
 
 // Built-in role definition ids.
 var roles = {
@@ -37,8 +39,11 @@ var roles = {
   eventHubsDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'
   // Storage Blob Data Owner: host storage, deployment package and dead-letter blobs.
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  // Monitoring Metrics Publisher: send telemetry to App Insights with local auth off.
+  // Logs through a data collection rule (Logs Ingestion API), telemetry to App Insights with local auth off:
+  // Monitoring Metrics Publisher.
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  // Log Analytics Reader: query the workspace (the smoke test checks that records landed).
+  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
 }
 
 resource openAi 'Microsoft.CognitiveServices/accounts@2025-06-01' existing = {
@@ -60,6 +65,14 @@ resource storage 'Microsoft.Storage/storageAccounts@2025-01-01' existing = {
 
 resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource dataCollectionRule 'Microsoft.Insights/dataCollectionRules@2024-03-11' existing = {
+  name: dataCollectionRuleName
+}
+
+resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' existing = {
+  name: logAnalyticsWorkspaceName
 }
 
 // ---- The Function App's identity ----
@@ -98,6 +111,33 @@ resource functionStorageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-
 resource functionMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: appInsights
   name: guid(appInsights.id, functionPrincipalId, roles.monitoringMetricsPublisher)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The usage landing function reads the hub through its Event Hubs trigger (identity-based connection
+// EventHubConnection__*), scoped to the usage hub only.
+// https://learn.microsoft.com/azure/azure-functions/functions-bindings-event-hubs-trigger#identity-based-connections
+resource functionEventHubReceiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: eventHub
+  name: guid(eventHub.id, functionPrincipalId, roles.eventHubsDataReceiver)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataReceiver)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The landing function sends to Log Analytics through this DCR only. Like every role here it can take
+// up to 30 minutes to apply after the first `azd up`: until then uploads fail with 403, the trigger's
+// retry backs off, and the hub keeps the events for its retention (docs/usage-analytics.md).
+// https://learn.microsoft.com/azure/azure-monitor/logs/logs-ingestion-api-overview#authentication
+resource functionDcrMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: dataCollectionRule
+  name: guid(dataCollectionRule.id, functionPrincipalId, roles.monitoringMetricsPublisher)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
     principalId: functionPrincipalId
@@ -148,6 +188,18 @@ resource deployerEventHubReceiver 'Microsoft.Authorization/roleAssignments@2022-
   name: guid(eventHub.id, deployerPrincipalId, roles.eventHubsDataReceiver)
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventHubsDataReceiver)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+  }
+}
+
+// Query the usage tables (the smoke test waits for its records; the workbook needs read access too).
+// https://learn.microsoft.com/azure/azure-monitor/logs/manage-access#log-analytics-reader
+resource deployerLogAnalyticsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  scope: workspace
+  name: guid(workspace.id, deployerPrincipalId, roles.logAnalyticsReader)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.logAnalyticsReader)
     principalId: deployerPrincipalId
     principalType: deployerPrincipalType
   }

@@ -36,6 +36,7 @@ ROLE_NAMES: dict[str, str] = {
     "a638d3c7-ab3a-418d-83e6-5f17a39d4fde": "Azure Event Hubs Data Receiver",
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b": "Storage Blob Data Owner",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "73c42c96-874c-492b-b04d-ab87d138a893": "Log Analytics Reader",
 }
 _ROLE_ID = {name: guid for guid, name in ROLE_NAMES.items()}
 
@@ -62,6 +63,23 @@ REQUIRED_ROLES: list[tuple[str, str, str]] = [
         "deployerPrincipalId",
         "Azure Event Hubs Data Receiver",
         "Microsoft.EventHub/namespaces/eventhubs",
+    ),
+    # The usage landing function (docs/usage-analytics.md): reads the hub, sends through the DCR.
+    (
+        "functionPrincipalId",
+        "Azure Event Hubs Data Receiver",
+        "Microsoft.EventHub/namespaces/eventhubs",
+    ),
+    (
+        "functionPrincipalId",
+        "Monitoring Metrics Publisher",
+        "Microsoft.Insights/dataCollectionRules",
+    ),
+    # The smoke test queries the workspace for its records.
+    (
+        "deployerPrincipalId",
+        "Log Analytics Reader",
+        "Microsoft.OperationalInsights/workspaces",
     ),
     # APIM's loggers (docs/apim.md): gateway events to the hub, telemetry to App Insights.
     ("apimPrincipalId", "Azure Event Hubs Data Sender", "Microsoft.EventHub/namespaces/eventhubs"),

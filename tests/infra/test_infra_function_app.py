@@ -80,7 +80,16 @@ def test_event_hubs_is_standard_with_bounded_hub_settings() -> None:
     ns = _one(module, "Microsoft.EventHub/namespaces")
     assert bt.get_path(ns.body, "sku.name") == "'Standard'"
     assert bt.get_path(ns.body, "properties.minimumTlsVersion") == "'1.2'"
-    _one(module, "Microsoft.EventHub/namespaces/eventhubs/consumergroups")
+    groups = [
+        r
+        for r in bt.resources(module)
+        if r.type == "Microsoft.EventHub/namespaces/eventhubs/consumergroups"
+    ]
+    # Downstream readers and the usage landing function each have their own checkpoints.
+    assert sorted(g.properties["name"] for g in groups) == [
+        "consumerGroupName",
+        "landingConsumerGroupName",
+    ]
     for param, low, high in (("partitionCount", 1, 32), ("messageRetentionInDays", 1, 7)):
         m = re.search(
             rf"@minValue\({low}\)\s*@maxValue\({high}\)\s*(?:@.*\s*)*param\s+{param}\b", module

@@ -1,0 +1,175 @@
+// Log search alert rules on the usage tables, and an optional e-mail action group. The queries are the
+// files infra/analytics/alerts/*.kql (checked in CI against tables.json by tools/kql_check); the rules
+// say how often they run, over which window, and what value fires.
+// Log search alerts: https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule
+// https://learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules
+// https://learn.microsoft.com/azure/templates/microsoft.insights/actiongroups
+
+param location string
+param tags object = {}
+
+@description('Resource id of the Log Analytics workspace the rules query.')
+param workspaceId string
+
+@description('Prefix of the rule and action group names.')
+param namePrefix string
+
+@description('E-mail address alerts are sent to; empty creates the rules without an action group (alerts show in the portal only).')
+param alertEmail string = ''
+
+@minValue(0)
+@maxValue(100)
+@description('Percent of a deployment\'s calls answered 429 over 15 minutes above which an alert fires.')
+param throttledPercentThreshold int
+
+@minValue(0)
+@maxValue(100)
+@description('Percent of a deployment\'s calls that failed (4xx/5xx other than 429, proxy or stream failures) over 15 minutes above which an alert fires.')
+param errorPercentThreshold int
+
+@minValue(1)
+@description('Calls a deployment needs in the 15-minute window before its 429 and error rates are judged.')
+param minCalls int
+
+@minValue(1)
+@description('Tokens one APIM subscription may use in a UTC day before an alert fires.')
+param dailyTokensPerSubscriptionThreshold int
+
+@minValue(0)
+@description('Gateway events without a usage record (per hour, checked every 30 minutes) above which an alert fires; 0 alerts on the first lost record.')
+param missingUsageRecordsThreshold int
+
+var withMinCalls = {
+  throttled: replace(loadTextContent('../analytics/alerts/throttled-rate.kql'), '{MinCalls}', string(minCalls))
+  errors: replace(loadTextContent('../analytics/alerts/error-rate.kql'), '{MinCalls}', string(minCalls))
+}
+
+// Location must be 'global'; the short name is what SMS and e-mail show, 12 characters at most.
+// https://learn.microsoft.com/azure/azure-monitor/alerts/action-groups
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: '${namePrefix}-usage'
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'aoai-usage'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'usage-alerts'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var actions = {
+  actionGroups: empty(alertEmail) ? [] : [
+    actionGroup.id
+  ]
+}
+
+// Each rule: the query runs every evaluationFrequency over the last windowSize; each row is one
+// dimension combination (a deployment, a subscription) whose metricMeasureColumn is compared with the
+// threshold. autoMitigate resolves the alert when the condition clears.
+var rules = [
+  {
+    name: 'throttled-rate'
+    displayName: 'Azure OpenAI 429 rate per deployment'
+    description: 'More than ${throttledPercentThreshold}% of a deployment\'s calls were answered 429 in 15 minutes (at least ${minCalls} calls). Raise the deployment\'s capacity or spread load; see the usage workbook.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: withMinCalls.throttled
+    measure: 'ThrottledPercent'
+    aggregation: 'Maximum'
+    dimension: 'Deployment'
+    threshold: throttledPercentThreshold
+  }
+  {
+    name: 'error-rate'
+    displayName: 'Azure OpenAI error rate per deployment'
+    description: 'More than ${errorPercentThreshold}% of a deployment\'s calls failed in 15 minutes (at least ${minCalls} calls; 429s excluded). See the usage workbook, Outcome and status.'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: withMinCalls.errors
+    measure: 'ErrorPercent'
+    aggregation: 'Maximum'
+    dimension: 'Deployment'
+    threshold: errorPercentThreshold
+  }
+  {
+    name: 'daily-tokens'
+    displayName: 'Daily tokens per APIM subscription'
+    description: 'An APIM subscription used more than ${dailyTokensPerSubscriptionThreshold} tokens today (UTC).'
+    severity: 3
+    frequency: 'PT1H'
+    window: 'P1D'
+    query: loadTextContent('../analytics/alerts/daily-tokens.kql')
+    measure: 'Tokens'
+    aggregation: 'Maximum'
+    dimension: 'ApimSubscriptionName'
+    threshold: dailyTokensPerSubscriptionThreshold
+  }
+  {
+    name: 'missing-usage-records'
+    displayName: 'Gateway events without a usage record'
+    description: 'More than ${missingUsageRecordsThreshold} calls answered by the Function 30 to 90 minutes ago have no usage record in Log Analytics. Check the landing function\'s logs and docs/usage-analytics.md (re-landing).'
+    severity: 1
+    frequency: 'PT30M'
+    window: 'PT2H'
+    query: loadTextContent('../analytics/alerts/missing-usage.kql')
+    measure: 'Missing'
+    aggregation: 'Total'
+    dimension: ''
+    threshold: missingUsageRecordsThreshold
+  }
+]
+
+resource rule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r in rules: {
+  name: '${namePrefix}-${r.name}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: r.displayName
+    description: r.description
+    severity: r.severity
+    enabled: true
+    scopes: [
+      workspaceId
+    ]
+    evaluationFrequency: r.frequency
+    windowSize: r.window
+    criteria: {
+      allOf: [
+        {
+          query: r.query
+          timeAggregation: r.aggregation
+          metricMeasureColumn: r.measure
+          dimensions: empty(r.dimension) ? [] : [
+            {
+              name: r.dimension
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          operator: 'GreaterThan'
+          threshold: r.threshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: actions
+  }
+}]
+
+output ruleNames array = [for (r, i) in rules: rule[i].name]
+output actionGroupId string = empty(alertEmail) ? '' : actionGroup.id

@@ -1,0 +1,201 @@
+"""Every KQL query the template ships binds against the tables it declares.
+
+The workbook's queries (its parameters' too), the alert rules' queries and the KQL blocks of
+docs/usage-analytics.md go through Microsoft's Kusto language service (tools/kql_check), with
+the columns of infra/analytics/tables.json. The mutation tests prove the check can fail: a
+misspelled column, an unknown function, a syntax error and an undeclared parameter are each
+reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any
+
+import pytest
+from tests.infra import bicep_text as bt
+
+import kql_check
+
+WORKBOOK: dict[str, Any] = json.loads(kql_check.WORKBOOK_JSON.read_text(encoding="utf-8"))
+TABLES = kql_check.load_tables()
+
+
+def _analyze(queries: list[kql_check.Query]) -> list[kql_check.Problem]:
+    try:
+        return kql_check.analyze(TABLES, queries)
+    except kql_check.AnalyzerUnavailable as exc:  # the check must run in CI: never skip it
+        pytest.fail(str(exc))
+
+
+def _query_item(workbook: dict[str, Any], name: str) -> dict[str, Any]:
+    items = [i for i in workbook["items"] if i.get("name") == name]
+    assert len(items) == 1, f"workbook has no single item named {name}"
+    return items[0]["content"]
+
+
+def test_every_shipped_query_binds_against_the_declared_tables() -> None:
+    queries, problems = kql_check.all_queries()
+    sources = {q.source.split(" (variant")[0] for q in queries}
+    # Something of each kind was found: an empty list would pass vacuously.
+    assert sum(s.startswith("workbook item") for s in sources) >= 12
+    assert sum(s.startswith("workbook parameter") for s in sources) == 2
+    assert sum(s.startswith("alert query") for s in sources) == 4
+    assert sum(s.startswith("usage-analytics.md") for s in sources) >= 3
+    problems += _analyze(queries)
+    assert [str(p) for p in problems] == []
+
+
+def test_parameters_are_replaced_by_typed_values_in_every_shape() -> None:
+    queries, problems = kql_check.workbook_queries(WORKBOOK)
+    assert problems == []
+    for query in queries:
+        assert not kql_check.PARAMETER_REF.search(query.text), query.source
+        assert kql_check.PRICE_ROWS_TOKEN not in query.text
+    tiles = [q.text for q in queries if q.source.startswith("workbook item 'tiles'")]
+    # A relative and an absolute time range; one selection and "All" for the drop-downs.
+    assert any("> ago(7d)" in t for t in tiles)
+    assert any("between (datetime(" in t for t in tiles)
+    assert any("in ('team-a', 'team-b')" in t for t in tiles)
+    assert any("in ('*')" in t for t in tiles)
+
+
+def test_a_misspelled_column_fails_the_check() -> None:
+    broken = copy.deepcopy(WORKBOOK)
+    content = _query_item(broken, "latency-per-deployment")
+    assert "TtftMs" in content["query"]
+    content["query"] = content["query"].replace("TtftMs", "TtftMS")
+    queries, _ = kql_check.workbook_queries(broken)
+    problems = _analyze(queries)
+    assert problems
+    assert all("latency-per-deployment" in p.source for p in problems)
+    assert any("KS142" in p.message and "'TtftMS'" in p.message for p in problems)
+
+
+def test_an_unknown_function_and_a_syntax_error_fail_the_check() -> None:
+    text = (kql_check.ALERTS_DIR / "throttled-rate.kql").read_text(encoding="utf-8")
+    unknown = text.replace("countif(", "count_if(", 1)
+    dangling = text.rstrip() + "\n| where"
+    queries = []
+    for label, variant in (("unknown", unknown), ("dangling", dangling)):
+        expanded, problems = kql_check.expand(label, variant, {"MinCalls": {"": ("20",)}})
+        assert problems == []
+        queries += expanded
+    problems = _analyze(queries)
+    assert any(p.source == "unknown" and "count_if" in p.message for p in problems)
+    assert any(p.source == "dangling" for p in problems)
+
+
+def test_an_unknown_table_fails_the_check() -> None:
+    problems = _analyze([kql_check.Query("typo", "AoaiUsages_CL | take 1")])
+    assert [p.source for p in problems] == ["typo"]
+
+
+def test_a_parameter_the_workbook_does_not_declare_is_reported() -> None:
+    broken = copy.deepcopy(WORKBOOK)
+    content = _query_item(broken, "outcome-status")
+    content["query"] = content["query"].replace("{TimeRange}", "{Timerange}")
+    _, problems = kql_check.workbook_queries(broken)
+    assert [p.message for p in problems] == ["{Timerange} is not a declared parameter or format"]
+
+
+def test_doc_blocks_are_read_as_written() -> None:
+    blocks = kql_check.doc_queries()
+    assert blocks
+    for block in blocks:
+        assert not kql_check.PARAMETER_REF.search(block.text), "doc KQL must run as pasted"
+        assert kql_check.PRICE_ROWS_TOKEN not in block.text
+
+
+# ---------------------------------------------------------------- the workbook's content
+
+# The views the issue asks for, by item name.
+VIEWS = {
+    "tiles": "tiles",
+    "tokens-per-subscription": "timechart",
+    "month-to-date": "table",
+    "latency-per-deployment": "table",
+    "outcome-status": "table",
+    "throttled-rate": "timechart",
+    "top-callers": "table",
+    "calls-without-usage": "table",
+    "reconciliation-gateway-without-usage": "table",
+    "reconciliation-usage-without-gateway": "table",
+}
+
+
+@pytest.mark.parametrize(("name", "visualization"), sorted(VIEWS.items()))
+def test_the_workbook_has_each_view_on_the_workspace(name: str, visualization: str) -> None:
+    content = _query_item(WORKBOOK, name)
+    assert content["version"] == "KqlItem/1.0"
+    assert content["queryType"] == 0
+    assert content["resourceType"] == "microsoft.operationalinsights/workspaces"
+    assert content["visualization"] == visualization
+    if name == "month-to-date":
+        assert "startofmonth(now())" in content["query"]
+        assert content["timeContext"]["durationMs"] >= 31 * 24 * 3600 * 1000
+    else:
+        assert content["timeContextFromParameter"] == "TimeRange"
+
+
+def test_tiles_show_the_six_headline_numbers() -> None:
+    query = _query_item(WORKBOOK, "tiles")["query"]
+    metrics = re.findall(r"bag_pack\('Metric', '([^']+)'", query)
+    assert metrics == [
+        "Calls",
+        "Tokens",
+        "Estimated cost (USD)",
+        "Errors % (not 429)",
+        "429 %",
+        "p95 TTFT (ms)",
+    ]
+
+
+def test_usage_queries_count_each_record_once() -> None:
+    for item in WORKBOOK["items"]:
+        query = item["content"].get("query", "")
+        if "AoaiUsage_CL" in query and item["name"] != "reconciliation-gateway-without-usage":
+            assert "by RecordId" in query, item["name"]
+
+
+def test_reconciliation_joins_on_the_request_id_and_waits_30_minutes() -> None:
+    for name in ("reconciliation-gateway-without-usage", "reconciliation-usage-without-gateway"):
+        query = _query_item(WORKBOOK, name)["query"]
+        assert "join kind=leftanti" in query
+        assert "RequestKey = tolower(ApimRequestId)" in query
+        assert "ago(30m)" in query
+
+
+def test_costs_come_from_the_prices_datatable() -> None:
+    cost_items = [i for i in WORKBOOK["items"] if "Cost" in i["content"].get("query", "")]
+    assert {i["name"] for i in cost_items} == {"tiles", "month-to-date", "top-callers"}
+    for item in cost_items:
+        assert f"[{kql_check.PRICE_ROWS_TOKEN}]" in item["content"]["query"]
+    prices = json.loads(kql_check.MODEL_PRICES_JSON.read_text(encoding="utf-8"))
+    assert prices
+    assert all(set(p) == {"model", "input", "cachedInput", "output"} for p in prices)
+    assert "gpt-5-mini" in {p["model"] for p in prices}  # the template's default model
+    rows = kql_check.price_rows(prices[:1])
+    assert rows == "'gpt-5-mini', real(0.25), real(0.025), real(2.0)"
+
+
+def test_workbook_bicep_fills_the_price_rows_the_checker_fills() -> None:
+    text = bt.read(bt.INFRA / "modules" / "workbook.bicep")
+    assert f"'{kql_check.PRICE_ROWS_TOKEN}'" in text
+    # Same row shape as kql_check.price_rows.
+    assert "real(${p.input}), real(${p.cachedInput}), real(${p.output})" in text
+    assert "loadTextContent('../analytics/model-prices.json')" in text
+    assert "loadTextContent('../analytics/workbook.json')" in text
+
+
+def test_alerts_bicep_loads_every_alert_query_and_fills_its_placeholders() -> None:
+    text = bt.read(bt.INFRA / "modules" / "alerts.bicep")
+    for path in sorted(kql_check.ALERTS_DIR.glob("*.kql")):
+        assert f"loadTextContent('../analytics/alerts/{path.name}')" in text
+        for name in {m.group(1) for m in kql_check.PARAMETER_REF.finditer(path.read_text())}:
+            assert name in kql_check.ALERT_PLACEHOLDERS
+            assert (
+                f"replace(loadTextContent('../analytics/alerts/{path.name}'), '{{{name}}}'" in text
+            )
