@@ -151,7 +151,7 @@ param usageRetentionDays int = 90
 @description('Days they are kept in all, long-term retention included (at least usageRetentionDays).')
 param usageTotalRetentionDays int = 365
 
-@description('Prices in USD per 1M tokens for the workbook\'s cost estimates, as JSON [{"model", "input", "cachedInput", "output"}]; empty for infra/analytics/model-prices.json.')
+@description('Prices in USD per 1M tokens for the workbook\'s cost estimates: model=input/cachedInput/output, comma-separated; empty for infra/analytics/model-prices.txt.')
 param usageModelPrices string = ''
 
 @description('E-mail address usage alerts go to; empty: alerts are only shown in the portal.')
@@ -285,7 +285,6 @@ module analytics 'modules/analytics.bicep' = {
   scope: rg
   params: {
     workspaceName: monitoring.outputs.logAnalyticsWorkspaceName
-    location: location
     tags: tags
     dataCollectionRuleName: '${abbrs.insightsDataCollectionRules}usage-${resourceToken}'
     interactiveRetentionInDays: usageRetentionDays
@@ -301,7 +300,7 @@ module workbook 'modules/workbook.bicep' = {
     tags: tags
     workspaceId: monitoring.outputs.logAnalyticsWorkspaceId
     displayName: 'Azure OpenAI usage (${environmentName})'
-    modelPricesJson: usageModelPrices
+    modelPrices: usageModelPrices
   }
   // Its queries name the tables: create them first so the workbook opens without errors.
   dependsOn: [

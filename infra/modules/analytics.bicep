@@ -6,7 +6,6 @@
 // Tutorial (tables + DCR from a template): https://learn.microsoft.com/azure/azure-monitor/logs/tutorial-logs-ingestion-api
 
 param workspaceName string
-param location string
 param tags object = {}
 
 @description('Name of the data collection rule.')
@@ -77,7 +76,9 @@ resource tables 'Microsoft.OperationalInsights/workspaces/tables@2025-07-01' = [
 // (a DCR pointing at a table that is not there yet fails with InvalidOutputTable).
 resource dcr 'Microsoft.Insights/dataCollectionRules@2024-03-11' = {
   name: dataCollectionRuleName
-  location: location
+  // The DCR, its workspace and the tables must be in one region (Logs Ingestion API components).
+  // https://learn.microsoft.com/azure/azure-monitor/logs/logs-ingestion-api-overview
+  location: workspace.location
   tags: tags
   kind: 'Direct'
   properties: {

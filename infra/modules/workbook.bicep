@@ -13,17 +13,22 @@ param workspaceId string
 @description('Name shown in the portal\'s workbook gallery.')
 param displayName string
 
-@description('Per-model prices in USD per 1M tokens, as JSON: [{"model", "input", "cachedInput", "output"}]; empty for infra/analytics/model-prices.json.')
-param modelPricesJson string = ''
+@description('Prices in USD per 1M tokens: model=input/cachedInput/output, comma-separated (gpt-5-mini=0.25/0.025/2.00,gpt-4.1=2/0.5/8); empty for infra/analytics/model-prices.txt.')
+param modelPrices string = ''
 
 // Prices are a deployment setting, not data: they become a KQL datatable inside the workbook's queries,
-// so nothing extra is ingested. model is the model name without its version date (Azure reports e.g.
-// gpt-5-mini-2025-08-07; the queries strip the date). Numbers come through json() as numbers; quotes and
-// backslashes are removed from names so they cannot break the KQL string or the workbook's JSON.
-var prices = json(empty(modelPricesJson) ? loadTextContent('../analytics/model-prices.json') : modelPricesJson)
+// so nothing extra is ingested. A model is named without its version date (Azure reports e.g.
+// gpt-5-mini-2025-08-07; the queries strip the date). Plain text, not JSON, so the value survives
+// `azd env set`, main.parameters.json substitution and pipeline variables without quoting. json()
+// turns each price into a number (a typo fails the deployment instead of the workbook's queries);
+// quotes and backslashes are removed from model names so they cannot break the KQL string or the
+// workbook's JSON.
+var priceEntries = split(trim(empty(modelPrices) ? loadTextContent('../analytics/model-prices.txt') : modelPrices), ',')
 var backslash = '''\'''
-// A loop, not map(): checkov's Bicep parser (pycep) cannot read lambdas.
-var priceRowList = [for p in prices: '\'${replace(replace(replace(string(p.model), '\'', ''), '"', ''), backslash, '')}\', real(${p.input}), real(${p.cachedInput}), real(${p.output})']
+// Loops, not map(): checkov's Bicep parser (pycep) cannot read lambdas.
+var priceModels = [for entry in priceEntries: replace(replace(replace(trim(split(entry, '=')[0]), '\'', ''), '"', ''), backslash, '')]
+var priceValues = [for entry in priceEntries: split(trim(split(entry, '=')[1]), '/')]
+var priceRowList = [for (model, i) in priceModels: '\'${model}\', real(${json(priceValues[i][0])}), real(${json(priceValues[i][1])}), real(${json(priceValues[i][2])})']
 var priceRows = join(priceRowList, ', ')
 
 // The placeholder kql_check also fills (with the defaults) before it analyzes the queries.

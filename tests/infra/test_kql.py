@@ -173,20 +173,24 @@ def test_costs_come_from_the_prices_datatable() -> None:
     assert {i["name"] for i in cost_items} == {"tiles", "month-to-date", "top-callers"}
     for item in cost_items:
         assert f"[{kql_check.PRICE_ROWS_TOKEN}]" in item["content"]["query"]
-    prices = json.loads(kql_check.MODEL_PRICES_JSON.read_text(encoding="utf-8"))
-    assert prices
-    assert all(set(p) == {"model", "input", "cachedInput", "output"} for p in prices)
-    assert "gpt-5-mini" in {p["model"] for p in prices}  # the template's default model
-    rows = kql_check.price_rows(prices[:1])
-    assert rows == "'gpt-5-mini', real(0.25), real(0.025), real(2.0)"
+    prices = kql_check.parse_prices(kql_check.MODEL_PRICES.read_text(encoding="utf-8"))
+    assert "gpt-5-mini" in {p[0] for p in prices}  # the template's default model
+    assert kql_check.price_rows("gpt-5-mini=0.25/0.025/2.00, gpt-4.1 = 2/0.5/8") == (
+        "'gpt-5-mini', real(0.25), real(0.025), real(2.00), 'gpt-4.1', real(2), real(0.5), real(8)"
+    )
+    with pytest.raises(ValueError, match="model=input/cachedInput/output"):
+        kql_check.parse_prices("gpt-5-mini=0.25/2")
 
 
 def test_workbook_bicep_fills_the_price_rows_the_checker_fills() -> None:
     text = bt.read(bt.INFRA / "modules" / "workbook.bicep")
     assert f"'{kql_check.PRICE_ROWS_TOKEN}'" in text
-    # Same row shape as kql_check.price_rows.
-    assert "real(${p.input}), real(${p.cachedInput}), real(${p.output})" in text
-    assert "loadTextContent('../analytics/model-prices.json')" in text
+    # Same row shape as kql_check.price_rows, from the same default file.
+    assert (
+        "'\\'${model}\\', real(${json(priceValues[i][0])}), real(${json(priceValues[i][1])}), "
+        "real(${json(priceValues[i][2])})'"
+    ) in text
+    assert "loadTextContent('../analytics/model-prices.txt')" in text
     assert "loadTextContent('../analytics/workbook.json')" in text
 
 

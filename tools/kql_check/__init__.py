@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ANALYTICS = ROOT / "infra" / "analytics"
 TABLES_JSON = ANALYTICS / "tables.json"
 WORKBOOK_JSON = ANALYTICS / "workbook.json"
-MODEL_PRICES_JSON = ANALYTICS / "model-prices.json"
+MODEL_PRICES = ANALYTICS / "model-prices.txt"
 ALERTS_DIR = ANALYTICS / "alerts"
 DOC = ROOT / "docs" / "usage-analytics.md"
 ANALYZER = Path(__file__).with_name("analyze.cjs")
@@ -103,16 +103,30 @@ def load_tables(path: Path = TABLES_JSON) -> dict[str, list[dict[str, str]]]:
     return tables
 
 
-def price_rows(prices: Iterable[Mapping[str, object]]) -> str:
-    """The datatable rows workbook.bicep writes for the prices (same shape, typed as real)."""
+def parse_prices(text: str) -> list[tuple[str, str, str, str]]:
+    """``model=input/cachedInput/output,...`` (the USAGE_MODEL_PRICES format) as tuples of text."""
+    prices = []
+    for entry in text.strip().split(","):
+        model, _, values = entry.partition("=")
+        parts = [v.strip() for v in values.split("/")]
+        if len(parts) != 3:
+            raise ValueError(f"price entry {entry!r} is not model=input/cachedInput/output")
+        for part in parts:
+            float(part)  # json() in workbook.bicep refuses anything that is not a number
+        prices.append((model.strip(), parts[0], parts[1], parts[2]))
+    return prices
+
+
+def price_rows(text: str) -> str:
+    """The datatable rows workbook.bicep writes for a prices setting (same shape, typed as real)."""
     return ", ".join(
-        f"'{p['model']}', real({p['input']}), real({p['cachedInput']}), real({p['output']})"
-        for p in prices
+        f"'{model}', real({i}), real({cached}), real({o})"
+        for model, i, cached, o in parse_prices(text)
     )
 
 
 def default_price_rows() -> str:
-    return price_rows(json.loads(MODEL_PRICES_JSON.read_text(encoding="utf-8")))
+    return price_rows(MODEL_PRICES.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- workbook
