@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from .inbound import Call
+from .record_bounds import bounded
 from .sse import SSEEvent
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 # Every value of usage.source_reason (docs/usage-record.md explains each).
 NO_USAGE_REASONS = (
@@ -387,7 +388,7 @@ class UsageMeter:
     def finish(self) -> dict[str, Any]:
         """Builds the record once; later calls return the same record."""
         if self._record is None:
-            self._record = self._build()
+            self._record = bounded(self._build())
         return self._record
 
     @property

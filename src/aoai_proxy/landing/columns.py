@@ -71,6 +71,7 @@ USAGE_COLUMNS: Columns = (
     ("TtftMs", ("timings", "first_token_ms")),
     ("DurationMs", ("timings", "duration_ms")),
     ("OutputTokensPerSecond", ("timings", "output_tokens_per_second")),
+    ("TruncatedFields", ("truncated_fields",)),
 )
 # `type` is the table itself. `capture` (prompt and completion text, when USAGE_CAPTURE_CONTENT is
 # on) never goes to the workspace: it stays in the hub for its retention and nowhere else.
