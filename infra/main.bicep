@@ -1,7 +1,11 @@
 // The whole platform: azd provisions this at subscription scope (it creates the resource group), then
 // deploys src/ to the Function App tagged azd-service-name: api. Consumers call API Management
 // (docs/apim.md), which relays to the Function App.
-// Keyless throughout: no resource accepts keys, and no output carries one.
+// Credentials that exist (docs/deploy.md): every Azure service has local (key) auth off and is reached
+// with a managed identity; no output carries a secret. API Management holds the only keys: consumers'
+// subscription keys and, in key mode (apimFunctionAuth = 'key', the default), the Function's default
+// host key in a secret named value. In Entra mode APIM calls the Function with its managed identity
+// and no Function key is used.
 // azd Bicep conventions: https://learn.microsoft.com/azure/developer/azure-developer-cli/make-azd-compatible
 targetScope = 'subscription'
 
@@ -10,13 +14,14 @@ targetScope = 'subscription'
 @description('azd environment name; used in resource names and the azd-env-name tag.')
 param environmentName string
 
-// Regions that offer Flex Consumption, the API Management v2 tiers and GlobalStandard deployments of
-// the default model. Check before adding one:
+// Regions that offer Flex Consumption, the API Management v2 tiers and Global Standard deployments of
+// the default model. infra/availability.json keeps a dated snapshot of the three tables, and
+// tests/infra/test_locations.py checks every region below against it:
 // https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#view-currently-supported-regions
 // https://learn.microsoft.com/azure/api-management/api-management-region-availability
-// https://learn.microsoft.com/azure/ai-foundry/openai/concepts/models#model-summary-table-and-region-availability
-// Left out: westus3 (not in the v2 tiers' region table) and uksouth (new Basic v2 / Standard v2
-// instances flagged temporarily unavailable there): a first `azd up` would fail on APIM.
+// https://learn.microsoft.com/azure/ai-foundry/openai/concepts/models#global-standard-model-availability
+// Left out: northeurope (no Azure OpenAI there), westus3 (not in the v2 tiers' region table) and
+// uksouth (new Basic v2 / Standard v2 instances flagged temporarily unavailable there).
 @minLength(1)
 @allowed([
   'australiaeast'
@@ -25,7 +30,6 @@ param environmentName string
   'francecentral'
   'germanywestcentral'
   'japaneast'
-  'northeurope'
   'swedencentral'
   'westeurope'
 ])
@@ -81,6 +85,10 @@ param httpPerInstanceConcurrency int = 16
 @description('Deployment name callers use in /openai/deployments/<name>/ (and the v1 API "model").')
 param openAiDeploymentName string = 'chat'
 
+// Default: of the chat models Global Standard offers in every allowed location, the one that retires
+// last: gpt-5-mini 2025-08-07, retirement 2027-02-06 (tied with gpt-5-nano, the narrower model), per
+// https://learn.microsoft.com/azure/ai-foundry/openai/concepts/model-retirements as snapshotted in
+// infra/availability.json on 2026-12-06. Check that page for a successor before that date.
 @description('Model of the chat deployment.')
 param openAiModelName string = 'gpt-5-mini'
 
@@ -179,6 +187,25 @@ param usageAlertDailyTokens int = 10000000
 @description('Alert when more gateway events than this (per hour) have no usage record; 0: on the first one.')
 param usageAlertMissingRecords int = 0
 
+// ---- How APIM authenticates to the Function (docs/deploy.md#function-authentication) ----
+@description('key (default): the Function host key, in a secret APIM named value. entra: a managed identity token for an app registration, checked by App Service authentication and by the proxy; opt-in until a deployment proves streaming through it (azd env set APIM_FUNCTION_AUTH entra).')
+@allowed([
+  'key'
+  'entra'
+])
+param apimFunctionAuth string = 'key'
+
+@description('Key mode, set by the preprovision hook from what exists in Azure (APIM_FUNCTION_KEY_SYNC): read = code is deployed, read the host key into the named value; create = no named value yet, create it with a placeholder; keep = leave the named value untouched.')
+@allowed([
+  'keep'
+  'create'
+  'read'
+])
+param functionKeySync string = 'keep'
+
+@description('Entra mode: random per-environment suffix of the app registration\'s uniqueName (ENTRA_APP_UNIQUE_SUFFIX, drawn by the preprovision hook).')
+param entraAppUniqueSuffix string = ''
+
 // ---- Storage ----
 @description('Blob container for usage records that could not be sent yet (DEADLETTER_CONTAINER).')
 @minLength(3)
@@ -195,6 +222,8 @@ var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(resourceToken, 12)}'
 var openAiAccountName = '${abbrs.cognitiveServicesAccounts}${resourceToken}'
 var apimName = '${abbrs.apiManagementService}${resourceToken}'
+var entraMode = apimFunctionAuth == 'entra'
+var functionKeyNamedValueName = 'function-host-key'
 
 // https://learn.microsoft.com/azure/templates/microsoft.resources/resourcegroups
 resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
@@ -329,6 +358,17 @@ module alerts 'modules/alerts.bicep' = {
   ]
 }
 
+// Entra mode: the Function API's app registration (Microsoft Graph; lives outside the resource group,
+// removed by the postdown hook).
+module entraApp 'modules/entra-app.bicep' = if (entraMode) {
+  name: 'entra-app'
+  scope: rg
+  params: {
+    uniqueName: 'aoai-usage-proxy-${environmentName}-${entraAppUniqueSuffix}'
+    displayName: 'AOAI usage proxy (${environmentName})'
+  }
+}
+
 module functionApp 'modules/functionapp.bicep' = {
   name: 'functionapp'
   scope: rg
@@ -355,6 +395,9 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     httpPerInstanceConcurrency: httpPerInstanceConcurrency
+    inboundAuth: apimFunctionAuth
+    entraAppId: entraMode ? entraApp.outputs.appId : ''
+    allowedCallerClientId: entraMode ? apimIdentity.outputs.clientId : ''
   }
 }
 
@@ -393,6 +436,18 @@ module apim 'modules/apim.bicep' = {
   }
 }
 
+// Key mode, once code is deployed (APIM_FUNCTION_KEY_SYNC=read): the named value from the app's host key,
+// read inside the module so the key never crosses a module boundary.
+module apimFunctionKey 'modules/apim-function-key.bicep' = if (!entraMode && functionKeySync == 'read') {
+  name: 'apim-function-key'
+  scope: rg
+  params: {
+    apimName: apim.outputs.name
+    functionAppName: functionApp.outputs.name
+    namedValueName: functionKeyNamedValueName
+  }
+}
+
 // The API, loggers, backend and subscription: after rbac, so the loggers' identity can already send.
 module apimApi 'modules/apim-api.bicep' = {
   name: 'apim-api'
@@ -407,9 +462,14 @@ module apimApi 'modules/apim-api.bicep' = {
     appInsightsId: monitoring.outputs.applicationInsightsId
     appInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     subscriptionName: apimSubscriptionName
+    functionAuth: apimFunctionAuth
+    functionKeyNamedValueName: functionKeyNamedValueName
+    createFunctionKeyPlaceholder: functionKeySync == 'create'
+    entraAppId: entraMode ? entraApp.outputs.appId : ''
   }
   dependsOn: [
     rbac
+    apimFunctionKey
   ]
 }
 
@@ -459,3 +519,7 @@ output LOGS_DCR_IMMUTABLE_ID string = analytics.outputs.dataCollectionRuleImmuta
 output LOGS_USAGE_STREAM string = analytics.outputs.usageStreamName
 output LOGS_GATEWAY_STREAM string = analytics.outputs.gatewayStreamName
 output USAGE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'
+// Entra mode: the app registration (ids, not secrets); the postdown hook deletes it by object id.
+output ENTRA_APP_ID string = entraMode ? entraApp.outputs.appId : ''
+output ENTRA_APP_OBJECT_ID string = entraMode ? entraApp.outputs.objectId : ''
+

@@ -10,13 +10,17 @@ recognise the streaming types, so they must be real classes, not strings.
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from aoai_proxy.config import Settings
+from aoai_proxy.config import Settings, inbound_auth_is_entra
 from aoai_proxy.proxy import handle, health
 from aoai_proxy.replay_blueprint import bp as replay_blueprint
 from aoai_proxy.routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from aoai_proxy.runtime import RuntimeHolder
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Key mode: the Functions host checks the host key APIM sends. Entra mode: App Service
+# authentication checks APIM's token before the host, and the proxy checks the caller again
+# (aoai_proxy/caller.py); a Functions key would add nothing but a second secret.
+_HTTP_AUTH = func.AuthLevel.ANONYMOUS if inbound_auth_is_entra() else func.AuthLevel.FUNCTION
+app = func.FunctionApp(http_auth_level=_HTTP_AUTH)
 holder = RuntimeHolder(Settings.from_env)
 app.register_blueprint(replay_blueprint)  # the dead-letter replay timer
 

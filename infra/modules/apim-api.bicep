@@ -1,6 +1,11 @@
 // The "openai" API on an existing APIM service: loggers (Event Hubs and Application Insights, both with
-// APIM's user-assigned identity), the Function App backend with its host key, the API and its operations,
-// the SSE-safe policy, API diagnostics without bodies, a product and the first consumer's subscription.
+// APIM's user-assigned identity), the Function App backend, the API and its operations, the SSE-safe
+// policy, API diagnostics without bodies, a product and the first consumer's subscription.
+// How APIM authenticates to the Function (docs/deploy.md#function-authentication):
+//   key   (default) the backend sends the Function's host key as x-functions-key from the secret named
+//         value `function-host-key` (written by apim-function-key.bicep or the postdeploy hook)
+//   entra the policy gets a token for the API's app registration with APIM's managed identity
+//         (authentication-managed-identity); no key exists anywhere
 // Walk-through: docs/apim.md. Every type is Microsoft.ApiManagement 2024-05-01 (newest GA):
 // https://learn.microsoft.com/azure/templates/microsoft.apimanagement/2024-05-01/service/apis
 // Deploy it only after the identity's roles exist (main.bicep: dependsOn rbac), so the loggers work from
@@ -36,12 +41,28 @@ param productName string = 'openai'
 @description('Subscription (sid) created for the first consumer. Its key is never an output: see docs/apim.md.')
 param subscriptionName string = 'first-consumer'
 
+@description('How APIM authenticates to the Function: key (host key) or entra (managed identity token).')
+@allowed([
+  'key'
+  'entra'
+])
+param functionAuth string = 'key'
+
+@description('Name of the secret named value holding the Function host key (key mode).')
+param functionKeyNamedValueName string = 'function-host-key'
+
+@description('Key mode: create the named value with a placeholder (only when the preprovision hook found none; APIM_FUNCTION_KEY_SYNC=create). Otherwise the named value is left as it is or written by apim-function-key.bicep.')
+param createFunctionKeyPlaceholder bool = false
+
+@description('Entra mode: application (client) id of the Function API\'s app registration (entra-app.bicep).')
+param entraAppId string = ''
+
 // Names the policy XML files refer to: keep them in step (tests/infra/test_apim_policies.py checks it).
 var eventHubLoggerName = 'usage-eventhub'
 var appInsightsLoggerName = 'appinsights'
 var backendName = 'function-app'
 var gatewayEventFragmentName = 'gateway-event'
-var functionKeyNamedValueName = 'function-host-key'
+var keyMode = functionAuth == 'key'
 
 resource apim 'Microsoft.ApiManagement/service@2024-05-01' existing = {
   name: apimName
@@ -82,14 +103,14 @@ resource appInsightsLogger 'Microsoft.ApiManagement/service/loggers@2024-05-01' 
   }
 }
 
-// The Function's host key `apim`, sent by the backend as x-functions-key (auth level FUNCTION).
-// Bicep only creates it with a placeholder: listKeys on a Flex Consumption app that has no code yet fails
-// intermittently (bicep-types-az#1356, azure-functions-host#11379), and azd provisions before it deploys.
-// The postprovision/postdeploy hook (scripts/apim-sync-function-key.sh|.ps1) writes the real key.
+// Key mode, first provision only: the Function's host key cannot be read before code is deployed
+// (bicep-types-az#1356, azure-functions-host#11379), so the named value starts with a placeholder and the
+// postdeploy hook writes the key minutes later, before any consumer could call. It is created only when
+// the preprovision hook found no such named value: a placeholder never replaces a working key.
 // Secret named values are never shown in outputs or the portal in clear text.
 // https://learn.microsoft.com/azure/api-management/api-management-howto-properties
 // https://learn.microsoft.com/azure/templates/microsoft.apimanagement/2024-05-01/service/namedvalues
-resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = {
+resource functionKeyPlaceholder 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = if (keyMode && createFunctionKeyPlaceholder) {
   parent: apim
   name: functionKeyNamedValueName
   properties: {
@@ -98,15 +119,22 @@ resource functionKey 'Microsoft.ApiManagement/service/namedValues@2024-05-01' = 
     value: 'placeholder-replaced-by-the-postdeploy-hook'
     tags: [
       'function-app'
-      'set-by-hook'
     ]
   }
 }
 
-// Backend entity: the Function App over HTTPS with certificate checks, and the host key header.
+// Backend entity: the Function App over HTTPS with certificate checks; in key mode, the host key header.
 // Named value references in backend credentials: pamelafox/fastapi-azure-function-apim infra/apimanagement.bicep.
 // https://learn.microsoft.com/azure/api-management/backends
 // https://learn.microsoft.com/azure/templates/microsoft.apimanagement/2024-05-01/service/backends
+var hostKeyCredentials = {
+  header: {
+    'x-functions-key': [
+      '{{${functionKeyNamedValueName}}}'
+    ]
+  }
+}
+
 resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
   parent: apim
   name: backendName
@@ -120,16 +148,10 @@ resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
       validateCertificateChain: true
       validateCertificateName: true
     }
-    credentials: {
-      header: {
-        'x-functions-key': [
-          '{{${functionKeyNamedValueName}}}'
-        ]
-      }
-    }
+    credentials: keyMode ? hostKeyCredentials : null
   }
   dependsOn: [
-    functionKey
+    functionKeyPlaceholder
   ]
 }
 
@@ -174,13 +196,20 @@ resource api 'Microsoft.ApiManagement/service/apis@2024-05-01' = {
   }
 }
 
+// Entra mode: a token for the API's app registration from APIM's user-assigned identity, sent as
+// Authorization: Bearer after the policy has removed the caller's own Authorization header. The
+// attributes take no policy expressions, so the values are written into the XML here.
+// https://learn.microsoft.com/azure/api-management/authentication-managed-identity-policy
+var managedIdentityAuthentication = '<authentication-managed-identity resource="${entraAppId}" client-id="${identityClientId}" />'
+var backendAuthentication = keyMode ? '<!-- key mode: x-functions-key from the backend entity -->' : managedIdentityAuthentication
+
 // https://learn.microsoft.com/azure/templates/microsoft.apimanagement/2024-05-01/service/apis/policies
 resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2024-05-01' = {
   parent: api
   name: 'policy'
   properties: {
     format: 'rawxml'
-    value: loadTextContent('apim-openai-api-policy.xml')
+    value: replace(loadTextContent('apim-openai-api-policy.xml'), '<!-- backend-authentication -->', backendAuthentication)
   }
   dependsOn: [
     backend
@@ -383,5 +412,6 @@ output apiPath string = api.properties.path
 output productName string = product.name
 output subscriptionName string = firstSubscription.name
 // Names only (the hook and the smoke test look these up); the key itself is never an output.
-output functionKeyNamedValueName string = functionKey.name
+output functionKeyNamedValueName string = keyMode ? functionKeyNamedValueName : ''
+
 output eventHubLoggerName string = eventHubLogger.name

@@ -58,6 +58,19 @@ param maximumInstanceCount int
 @maxValue(1000)
 param httpPerInstanceConcurrency int
 
+@description('How callers (APIM) authenticate: key (Functions host key; the proxy routes are at auth level FUNCTION) or entra (App Service built-in authentication validates an Entra ID token; the routes are anonymous at the Functions level and the proxy checks the caller, fail-closed).')
+@allowed([
+  'key'
+  'entra'
+])
+param inboundAuth string = 'key'
+
+@description('Entra mode: application (client) id of the API\'s app registration: the token audience.')
+param entraAppId string = ''
+
+@description('Entra mode: client id of the only application allowed to call, APIM\'s user-assigned identity.')
+param allowedCallerClientId string = ''
+
 // https://learn.microsoft.com/azure/templates/microsoft.web/serverfarms
 resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   name: planName
@@ -164,7 +177,67 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     LOGS_DCR_IMMUTABLE_ID: dataCollectionRuleImmutableId
     LOGS_USAGE_STREAM: usageStreamName
     LOGS_GATEWAY_STREAM: gatewayStreamName
+    // The proxy's own, fail-closed check of the caller in Entra mode (src/aoai_proxy/caller.py).
+    PROXY_INBOUND_AUTH: inboundAuth
+    PROXY_ALLOWED_CALLER_CLIENT_ID: allowedCallerClientId
   }
+}
+
+// Entra mode: App Service built-in authentication ("Easy Auth") rejects, with 401, every call without a
+// valid v2 token for the API's app registration issued to APIM's identity; /healthz stays open.
+// Streaming through it on Flex Consumption is unproven (Azure/azure-functions-mcp-extension#273 reports
+// 500 for text/event-stream POSTs): the mode is opt-in until scripts/smoke_test.py passes in Azure.
+// https://learn.microsoft.com/azure/app-service/configure-authentication-provider-aad
+// https://learn.microsoft.com/azure/app-service/configure-authentication-api-version (authsettingsV2)
+// https://learn.microsoft.com/azure/templates/microsoft.web/sites/config-authsettingsv2
+// Same shape: Azure-Samples/remote-mcp-functions-python, infra/app/api.bicep.
+resource authSettings 'Microsoft.Web/sites/config@2025-03-01' = if (inboundAuth == 'entra') {
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [
+        '/healthz'
+      ]
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: entraAppId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            entraAppId
+          ]
+          // The client id of APIM's user-assigned identity, not its principal (object) id.
+          defaultAuthorizationPolicy: {
+            allowedApplications: [
+              allowedCallerClientId
+            ]
+          }
+        }
+      }
+    }
+    // No user sessions: APIM sends a bearer token on every call.
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+  }
+  dependsOn: [
+    appSettings
+  ]
 }
 
 // Basic (user name/password) publishing credentials off for FTP and for the SCM site; azd deploys

@@ -16,10 +16,12 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 UpstreamAuth = Literal["entra", "none"]
+InboundAuth = Literal["key", "entra"]
 SinkKind = Literal["eventhub", "jsonl", "log"]
 _T = TypeVar("_T", bound=str)
 
 _AUTH_CHOICES: tuple[UpstreamAuth, ...] = ("entra", "none")
+_INBOUND_CHOICES: tuple[InboundAuth, ...] = ("key", "entra")
 _SINK_CHOICES: tuple[SinkKind, ...] = ("eventhub", "jsonl", "log")
 
 # The injection policy (docs/usage-record.md, "Injection"): the v1 API always, and every dated
@@ -141,6 +143,8 @@ class Settings:
     delivery_queue_max_records: int = 10_000
     delivery_max_seconds: float = 10.0
     delivery_log_seconds: float = 60.0
+    inbound_auth: InboundAuth = "key"
+    allowed_caller_client_id: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -165,6 +169,7 @@ class Settings:
                 "(or AzureWebJobsStorage__blobServiceUri) for the dead-letter store; "
                 "for a local run, set USAGE_SINK=jsonl"
             )
+        inbound_auth, allowed_caller = _inbound_auth(env)
         return cls(
             openai_endpoint=endpoint,
             upstream_auth=auth,
@@ -186,6 +191,8 @@ class Settings:
             delivery_queue_max_records=env.integer("USAGE_QUEUE_MAX_RECORDS", 10_000, minimum=1),
             delivery_max_seconds=env.seconds("USAGE_DELIVERY_MAX_SECONDS", 10.0),
             delivery_log_seconds=env.seconds("USAGE_COUNTERS_LOG_SECONDS", 60.0),
+            inbound_auth=inbound_auth,
+            allowed_caller_client_id=allowed_caller,
         )
 
 
@@ -242,6 +249,41 @@ def _check_namespace(namespace: str) -> None:
             "'<namespace>.servicebus.windows.net' (the namespace: 6-50 letters, digits and hyphens, "
             f"starting with a letter; no scheme, path or port); got {namespace!r}"
         )
+
+
+def inbound_auth_is_entra(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the HTTP routes are anonymous at the Functions level (read once, at indexing).
+
+    Only the exact value `entra` opens them: anything else keeps the Functions key check, and
+    Settings.from_env then rejects a value that is not `key` or `entra`.
+    """
+    return (os.environ if environ is None else environ).get(
+        "PROXY_INBOUND_AUTH", ""
+    ).strip() == "entra"
+
+
+def _inbound_auth(env: _Env) -> tuple[InboundAuth, str | None]:
+    mode = env.choice("PROXY_INBOUND_AUTH", _INBOUND_CHOICES, "key")
+    if mode == "key":
+        return mode, None
+    client_id = env.optional("PROXY_ALLOWED_CALLER_CLIENT_ID")
+    if client_id is None:
+        raise ConfigError(
+            "PROXY_INBOUND_AUTH=entra needs PROXY_ALLOWED_CALLER_CLIENT_ID "
+            "(the client id of APIM's managed identity)"
+        )
+    # In App Service the platform sets WEBSITE_AUTH_ENABLED=True when built-in authentication is on
+    # (WEBSITE_SITE_NAME marks App Service): without it the routes would be open to anyone who can
+    # forge X-MS-CLIENT-PRINCIPAL, so refuse to serve. Names as read by Microsoft.Identity.Web's
+    # AppServicesAuthenticationInformation.
+    if env.optional("WEBSITE_SITE_NAME") is not None and (
+        (env.optional("WEBSITE_AUTH_ENABLED") or "").lower() != "true"
+    ):
+        raise ConfigError(
+            "PROXY_INBOUND_AUTH=entra but App Service authentication is off (WEBSITE_AUTH_ENABLED "
+            "is not True): deploy infra/modules/functionapp.bicep's authsettingsV2"
+        )
+    return mode, client_id
 
 
 def _deadletter_uri(env: _Env) -> str | None:

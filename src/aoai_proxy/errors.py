@@ -3,6 +3,7 @@
     ProxyError                       -> {"error": {"code", "message"}} with `status`
     ├── BadRequest          400      the call is malformed (bad path or JSON, non-object body)
     │   └── ApiVersionNotSupported   an api-version Azure would refuse (Azure's own code)
+    ├── Unauthorized        401      Entra mode: the caller is not APIM's identity (caller.py)
     ├── NotFound            404      no such route
     ├── DeploymentNotFound  404      a deployment name no Azure deployment can have
     ├── MethodNotAllowed    405      a method the route does not serve (local adapter)
@@ -41,6 +42,11 @@ class BadRequest(ProxyError):
 
 class ApiVersionNotSupported(BadRequest):
     code = "BadRequest"
+
+
+class Unauthorized(ProxyError):
+    status = 401
+    code = "401"
 
 
 class NotFound(ProxyError):

@@ -52,17 +52,23 @@ _DROP_EXACT = frozenset(
         "was-default-hostname",
         "x-site-deployment-id",
         "x-appservice-proto",
-        "x-ms-client-principal",
-        "x-ms-client-principal-id",
-        "x-ms-client-principal-name",
-        "x-ms-client-principal-idp",
         "x-ms-invocation-id",
         "forwarded",
         "expect",
     }
 )
-# x-ms-token-*: Easy Auth's token store (user tokens) if authentication is ever switched on.
-_DROP_PREFIXES = ("x-apim-", "x-forwarded-", "x-arr-", "x-original-", "x-waws-", "x-ms-token-")
+# App Service built-in authentication (Entra mode) adds x-ms-client-principal, -id, -name, -idp and,
+# with a token store, x-ms-token-*: identity of the inbound hop, never forwarded
+# (learn.microsoft.com/azure/app-service/configure-authentication-user-identities).
+_DROP_PREFIXES = (
+    "x-apim-",
+    "x-forwarded-",
+    "x-arr-",
+    "x-original-",
+    "x-waws-",
+    "x-ms-client-principal",
+    "x-ms-token-",
+)
 # Arrays and objects nested deeper than this are refused with a 400 before parsing: Python's parser
 # recurses per level (a 5,000-level body was a RecursionError, a 500), and so does every later walk
 # of the payload. Real bodies stay far below it: structured-output schemas allow 10 levels of

@@ -18,6 +18,7 @@ import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from .caller import verify_caller
 from .config import ConfigError
 from .errors import (
     InternalError,
@@ -63,6 +64,8 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
     try:
         if call.problem is not None:
             raise call.problem
+        if runtime.settings.allowed_caller_client_id is not None:
+            verify_caller(request.headers, runtime.settings.allowed_caller_client_id)
         body = await read_body(
             request.stream(),
             request.headers.get("content-length"),

@@ -431,6 +431,12 @@ def check_backend(api_bicep: str, named_value_var: str) -> list[str]:
     if not (bt.unquote(bt.get_path(body, "properties.url")) or "").startswith("https://"):
         problems.append("backend url is not https")
     header = bt.get_path(body, "properties.credentials.header") or ""
+    # Key mode only: `credentials: keyMode ? <var> : null`, the var holding {header: ...}.
+    mode_var = re.fullmatch(
+        r"keyMode\s*\?\s*(\w+)\s*:\s*null", bt.get_path(body, "properties.credentials") or ""
+    )
+    if mode_var:
+        header = bt.var_object(bt.strip_comments(api_bicep), mode_var.group(1)).get("header", "")
     if "'x-functions-key'" not in header or "'{{${" + named_value_var + "}}}'" not in header:
         problems.append("backend does not send the named value as x-functions-key")
     for flag in ("validateCertificateChain", "validateCertificateName"):

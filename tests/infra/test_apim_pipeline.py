@@ -1,10 +1,9 @@
-"""The deploy workflow and the host-key hooks: keyless, in the documented order, never leaking a key."""
+"""The deploy workflow: after CI, keyless, in the documented order, carrying every template setting.
+(The hooks it runs through azd are exercised in test_hooks.py.)"""
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "azure-dev.yml"
-HOOK_SH = ROOT / "scripts" / "apim-sync-function-key.sh"
-HOOK_PS1 = ROOT / "scripts" / "apim-sync-function-key.ps1"
+AZURE_YAML = ROOT / "azure.yaml"
+PARAMETERS = ROOT / "infra" / "main.parameters.json"
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +28,27 @@ def run_lines(workflow: dict[str, Any]) -> list[str]:
     return [" ".join(str(step.get("run", "")).split()) for step in steps]
 
 
-def test_runs_on_push_to_main_and_on_demand(workflow: dict[str, Any]) -> None:
+def test_runs_after_ci_completed_on_main_and_on_demand(workflow: dict[str, Any]) -> None:
     triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
-    assert set(triggers) == {"workflow_dispatch", "push"}
-    assert triggers["push"]["branches"] == ["main"]
+    assert set(triggers) == {"workflow_dispatch", "workflow_run"}
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text(encoding="utf-8"))
+    assert triggers["workflow_run"] == {
+        "workflows": [ci["name"]],
+        "types": ["completed"],
+        "branches": ["main"],
+    }
+
+
+def test_deploys_only_a_successful_ci_run_of_a_push_and_exactly_its_commit(
+    workflow: dict[str, Any],
+) -> None:
+    condition = " ".join(workflow["jobs"]["deploy"]["if"].split())
+    assert "github.event.workflow_run.conclusion == 'success'" in condition
+    assert "github.event.workflow_run.event == 'push'" in condition
+    assert "github.event_name == 'workflow_dispatch'" in condition
+    checkout = workflow["jobs"]["deploy"]["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["ref"] == "${{ github.event.workflow_run.head_sha || github.sha }}"
 
 
 def test_permissions_allow_oidc_and_nothing_else(workflow: dict[str, Any]) -> None:
@@ -55,6 +71,11 @@ def test_identity_comes_from_repository_variables_and_no_secret_is_used(
     assert "secrets." not in text
     assert "client-secret" not in text
     assert "AZURE_CLIENT_SECRET" not in text
+
+
+def test_only_azd_signs_in(workflow: dict[str, Any]) -> None:
+    uses = [str(step.get("uses", "")) for step in workflow["jobs"]["deploy"]["steps"]]
+    assert not [u for u in uses if u.startswith("azure/login")]
 
 
 def test_azd_signs_in_federated_then_provisions_deploys_and_smoke_tests(
@@ -97,141 +118,35 @@ def test_the_smoke_test_requirements_cover_its_imports() -> None:
     assert names == needed
 
 
-# ---------------------------------------------------------------- hooks
+# ---------------------------------------------------------------- settings reach the pipeline
+
+# Variables main.parameters.json reads that the pipeline must not take from azure.yaml's list:
+# azd pipeline config sets azd's own; azd fills AZURE_PRINCIPAL_ID in from the signed-in principal;
+# the workflow fixes AZURE_PRINCIPAL_TYPE; the preprovision hook reads APIM_FUNCTION_KEY_SYNC from Azure.
+AZD_OWN = {"AZURE_ENV_NAME", "AZURE_LOCATION"}
+NOT_CARRIED = {"AZURE_PRINCIPAL_ID", "AZURE_PRINCIPAL_TYPE", "APIM_FUNCTION_KEY_SYNC"}
 
 
-@pytest.mark.parametrize("shell", ["sh", "bash"])
-def test_the_posix_hook_parses(shell: str) -> None:
-    if shutil.which(shell) is None:
-        pytest.skip(f"{shell} not installed")
-    subprocess.run([shell, "-n", str(HOOK_SH)], check=True, timeout=30)
+def parameter_variables() -> set[str]:
+    text = PARAMETERS.read_text(encoding="utf-8")
+    return set(re.findall(r"\$\{([A-Z0-9_]+)(?:=[^}]*)?\}", text))
 
 
-@pytest.mark.parametrize("hook", [HOOK_SH, HOOK_PS1], ids=["sh", "ps1"])
-def test_the_hook_uses_a_dedicated_host_key_never_the_master_key(hook: Path) -> None:
-    text = hook.read_text(encoding="utf-8")
-    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-    assert "--key-type functionKeys" in code
-    assert "masterKey" not in code
-    assert "masterkey" not in code.lower().replace("never the master key", "")
-    assert re.search(r"KeyName\s*=\s*'apim'|KEY_NAME=apim", code)
-    # The named value is written with PUT from a file, never with the key on a command line.
-    assert "--body" in code
-    assert '"@$body"' in code or '"@$body"' in code.replace('"@$body"', '"@$body"')
-    assert "az apim nv" not in code
+def test_every_setting_of_the_parameters_file_is_a_pipeline_variable() -> None:
+    variables = yaml.safe_load(AZURE_YAML.read_text(encoding="utf-8"))["pipeline"]["variables"]
+    assert len(variables) == len(set(variables))
+    assert parameter_variables() - AZD_OWN - NOT_CARRIED == set(variables)
 
 
-def test_the_posix_hook_never_prints_the_key() -> None:
-    code = HOOK_SH.read_text(encoding="utf-8")
-    uses = [
-        line.strip()
-        for line in code.splitlines()
-        if "$key" in line and not line.lstrip().startswith("#")
-    ]
-    # Only: read into the variable, test it, and write it into the mode-600 request body file.
-    allowed = (r"^key=\$\(read_key", r'^if \[ -n "\$key" \]', r'"\$key" >"\$body"$')
-    assert uses
-    for line in uses:
-        assert any(re.search(pattern, line) for pattern in allowed), line
-    assert "set -x" not in code
-    assert "umask 077" in code
+def test_every_pipeline_variable_is_mapped_into_the_deploy_job(workflow: dict[str, Any]) -> None:
+    variables = yaml.safe_load(AZURE_YAML.read_text(encoding="utf-8"))["pipeline"]["variables"]
+    env = workflow["jobs"]["deploy"]["env"]
+    for name in [*variables, *AZD_OWN]:
+        assert env.get(name) == "${{ vars." + name + " }}", name
+    assert env["AZURE_PRINCIPAL_TYPE"] == "ServicePrincipal"
+    assert "APIM_FUNCTION_KEY_SYNC" not in env
 
 
-def test_the_pwsh_hook_never_prints_the_key() -> None:
-    code = HOOK_PS1.read_text(encoding="utf-8")
-    for line in code.splitlines():
-        if re.search(r"Write-(Host|Output|Log)", line):
-            assert "$key" not in line, line
-
-
-# ---------------------------------------------------------------- the posix hook, run against a fake az
-
-FAKE_AZ = r"""#!/bin/sh
-# Stand-in for the Azure CLI: logs its argv, answers from $FAKE_AZ_STATE.
-printf '%s\n' "$*" >>"$FAKE_AZ_LOG"
-case "$1 $2" in
-  "account show") [ "$FAKE_AZ_SIGNED_IN" = 1 ] || { echo "Please run 'az login'" >&2; exit 1; } ;;
-  "functionapp keys")
-    case "$3" in
-      list) [ -f "$FAKE_AZ_STATE/key" ] && cat "$FAKE_AZ_STATE/key" ;;
-      set) printf 'generated-host-key-value' >"$FAKE_AZ_STATE/key" ;;
-    esac ;;
-  "rest --method")
-    for arg in "$@"; do
-      case "$arg" in @*) cp "${arg#@}" "$FAKE_AZ_STATE/body.json" ;; esac
-    done ;;
-esac
-exit 0
-"""
-
-HOOK_ENV = {
-    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-    "AZURE_RESOURCE_GROUP": "rg-test",
-    "AZURE_FUNCTION_NAME": "func-api-test",
-    "APIM_NAME": "apim-test",
-    "APIM_FUNCTION_KEY_NAMED_VALUE": "function-host-key",
-}
-
-
-def run_hook(
-    tmp_path: Path, *args: str, signed_in: bool = True
-) -> tuple[subprocess.CompletedProcess[str], str, Path]:
-    if shutil.which("sh") is None:
-        pytest.skip("sh not installed")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "az").write_text(FAKE_AZ, encoding="utf-8")
-    (bin_dir / "az").chmod(0o755)
-    (bin_dir / "sleep").write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")  # no real waits
-    (bin_dir / "sleep").chmod(0o755)
-    log = tmp_path / "az.log"
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "FAKE_AZ_LOG": str(log),
-        "FAKE_AZ_STATE": str(tmp_path),
-        "FAKE_AZ_SIGNED_IN": "1" if signed_in else "0",
-        **HOOK_ENV,
-    }
-    done = subprocess.run(
-        ["sh", str(HOOK_SH), *args], env=env, capture_output=True, text=True, timeout=60
-    )
-    return done, log.read_text(encoding="utf-8") if log.exists() else "", tmp_path
-
-
-def test_the_hook_creates_the_key_once_and_writes_it_only_into_the_request_body(
-    tmp_path: Path,
-) -> None:
-    done, calls, state = run_hook(tmp_path)
-    assert done.returncode == 0, done.stderr
-    body = (state / "body.json").read_text(encoding="utf-8")
-    assert '"value":"generated-host-key-value"' in body
-    assert '"secret":true' in body
-    # Never on a command line, never printed.
-    assert "generated-host-key-value" not in calls
-    assert "generated-host-key-value" not in done.stdout + done.stderr
-    assert calls.count("functionapp keys set") == 1
-    put = next(line for line in calls.splitlines() if line.startswith("rest --method put"))
-    assert "/service/apim-test/namedValues/function-host-key?api-version=2024-05-01" in put
-    # A second run reuses the key instead of creating another.
-    done, calls, _ = run_hook(tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert calls.count("functionapp keys set") == 1
-
-
-@pytest.mark.parametrize(("args", "status"), [((), 1), (("--best-effort",), 0)])
-def test_the_hook_stops_at_once_when_the_cli_is_not_signed_in(
-    tmp_path: Path, args: tuple[str, ...], status: int
-) -> None:
-    done, calls, _ = run_hook(tmp_path, *args, signed_in=False)
-    assert done.returncode == status
-    assert "az login" in done.stderr
-    assert "functionapp keys" not in calls
-
-
-def test_a_missing_setting_is_named(tmp_path: Path) -> None:
-    if shutil.which("sh") is None:
-        pytest.skip("sh not installed")
-    env = {"PATH": "/usr/bin:/bin", **{k: v for k, v in HOOK_ENV.items() if k != "APIM_NAME"}}
-    done = subprocess.run(["sh", str(HOOK_SH)], env=env, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1
-    assert "APIM_NAME is not set" in done.stderr
+def test_azure_yaml_requires_an_azd_that_bundles_a_bicep_with_the_graph_extension() -> None:
+    config = yaml.safe_load(AZURE_YAML.read_text(encoding="utf-8"))
+    assert config["requiredVersions"]["azd"] == ">= 1.17.0"

@@ -91,7 +91,7 @@ def test_the_function_key_is_a_secret_named_value_and_never_an_output(api: str) 
 
 def test_a_plain_or_exposed_named_value_is_reported(api: str) -> None:
     assert rules.check_named_values(api.replace("    secret: true\n", "    secret: false\n", 1), [])
-    leak = bt.Output(API, "FUNCTION_KEY", "string", "functionKey.properties.value", "")
+    leak = bt.Output(API, "FUNCTION_KEY", "string", "functionKeyPlaceholder.properties.value", "")
     assert any("exposes" in p for p in rules.check_named_values(api, [leak]))
     listkeys = api.replace(
         "value: 'placeholder-replaced-by-the-postdeploy-hook'",

@@ -28,7 +28,8 @@ def test_apim_has_its_own_identity_and_the_api_waits_for_its_roles() -> None:
     assert "identityId: apimIdentity.outputs.id" in service
     api = module_block(main, "apimApi")
     assert "identityClientId: apimIdentity.outputs.clientId" in api
-    assert re.search(r"dependsOn:\s*\[\s*rbac\s*\]", api)
+    # After the roles, and after the named value the backend refers to (key mode, code deployed).
+    assert re.search(r"dependsOn:\s*\[\s*rbac\s+apimFunctionKey\s*\]", api)
     # The service itself does not wait: it is the slow part.
     assert "dependsOn" not in service
 
@@ -78,9 +79,15 @@ def test_the_smoke_test_finds_every_setting_it_needs_in_the_outputs() -> None:
 
 def test_the_hooks_find_every_setting_they_need_in_the_outputs() -> None:
     outputs = {o.name for o in bt.outputs(bt.read(MAIN))}
-    hook = (ROOT / "scripts" / "apim-sync-function-key.sh").read_text(encoding="utf-8")
-    needed = set(re.search(r"for var in ([A-Z_ ]+); do", hook).group(1).split())
-    assert needed - {"AZURE_SUBSCRIPTION_ID"} <= outputs
+    for hook in ("postdeploy", "postdown"):
+        text = (ROOT / "scripts" / "hooks" / f"{hook}.sh").read_text(encoding="utf-8")
+        needed = (
+            set(re.findall(r"require_env ([A-Z_ ]+)", text)[0].split())
+            if hook == "postdeploy"
+            else set()
+        )
+        needed |= set(re.findall(r"\$\{?(ENTRA_APP_OBJECT_ID)", text))
+        assert needed - {"AZURE_SUBSCRIPTION_ID"} <= outputs, hook
 
 
 def test_parameters_file_maps_the_apim_settings() -> None:
@@ -92,56 +99,24 @@ def test_parameters_file_maps_the_apim_settings() -> None:
     assert "apimPublisherEmail" in params
 
 
-@pytest.mark.parametrize(("hook", "strict"), [("postprovision", False), ("postdeploy", True)])
-def test_azure_yaml_runs_the_key_hook_on_both_platforms(hook: str, strict: bool) -> None:
+@pytest.mark.parametrize("hook", ["preprovision", "postdeploy", "postdown"])
+def test_azure_yaml_runs_each_hook_on_both_platforms(hook: str) -> None:
     config = yaml.safe_load((ROOT / "azure.yaml").read_text(encoding="utf-8"))
     entry = config["hooks"][hook]
     posix, windows = entry["posix"], entry["windows"]
     assert (posix["shell"], windows["shell"]) == ("sh", "pwsh")
-    assert "scripts/apim-sync-function-key.sh" in posix["run"]
-    assert "scripts/apim-sync-function-key.ps1" in windows["run"]
-    assert ("--best-effort" in posix["run"]) is not strict
-    assert ("-BestEffort" in windows["run"]) is not strict
+    assert posix["run"] == f"sh ./scripts/hooks/{hook}.sh"
+    assert windows["run"] == f"./scripts/hooks/{hook}.ps1"
     for run in (posix["run"], windows["run"]):
         path = re.search(r"\./(scripts/\S+)", run).group(1)
         assert (ROOT / path).is_file()
+    assert set(config["hooks"]) == {"preprovision", "postdeploy", "postdown"}
 
 
-# Regions with Basic v2 and Standard v2, from the table of
-# https://learn.microsoft.com/azure/api-management/api-management-region-availability
-# (MicrosoftDocs/azure-docs articles/api-management/api-management-region-availability.md, 2025-11-11),
-# without uksouth, where new v2 instances are flagged temporarily unavailable. Update it from that page.
+# Regions with Basic v2 and Standard v2: the dated snapshot in infra/availability.json (its sources
+# and the other two tables: tests/infra/test_locations.py).
 APIM_V2_REGIONS = frozenset(
-    {
-        "australiacentral",
-        "australiaeast",
-        "australiasoutheast",
-        "brazilsouth",
-        "canadacentral",
-        "centralindia",
-        "centralus",
-        "eastasia",
-        "eastus",
-        "eastus2",
-        "francecentral",
-        "germanywestcentral",
-        "italynorth",
-        "japaneast",
-        "koreacentral",
-        "northcentralus",
-        "northeurope",
-        "norwayeast",
-        "southafricanorth",
-        "southcentralus",
-        "southindia",
-        "swedencentral",
-        "switzerlandnorth",
-        "uaenorth",
-        "ukwest",
-        "westeurope",
-        "westus",
-        "westus2",
-    }
+    json.loads((bt.INFRA / "availability.json").read_text(encoding="utf-8"))["apimV2"]["regions"]
 )
 
 

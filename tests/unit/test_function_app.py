@@ -72,3 +72,30 @@ def test_host_json_removes_the_api_prefix() -> None:
 
     host = json.loads((Path(__file__).parents[2] / "src" / "host.json").read_text())
     assert host["extensions"]["http"]["routePrefix"] == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [("entra", "ANONYMOUS"), ("key", "FUNCTION"), ("", "FUNCTION"), ("Entra", "FUNCTION")],
+)
+def test_only_entra_mode_opens_the_routes_at_the_functions_level(value: str, level: str) -> None:
+    # Decided at indexing, so a fresh interpreter per value (the worker imports the app once).
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).parents[2] / "src"
+    script = (
+        "import json, function_app\n"
+        "print(json.dumps({f.get_function_name(): json.loads(f.get_function_json())['bindings'][0]"
+        ".get('authLevel') for f in function_app.app.get_functions()}))\n"
+    )
+    env = {**os.environ, "PROXY_INBOUND_AUTH": value, "PYTHONPATH": str(src)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=src, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    levels = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {levels[spec.name] for spec in PROXY_ROUTES} == {level}
+    assert levels["healthz"] == "ANONYMOUS"
