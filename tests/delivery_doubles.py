@@ -76,12 +76,13 @@ class HubDouble:
     client_class: Any
     max_size_in_bytes: int = 1_048_576
     send_delay: float = 0.0
-    fail_until: float = 0.0  # time.monotonic() before which every send raises
+    fail_until: float = 0.0  # time.monotonic() before which every send and create_batch raises
     fail_sends: int = 0  # or: this many next sends raise
     fail_send_numbers: set[int] = field(default_factory=set)  # or: these sends (1-based) raise
     send_calls: int = 0
     sent: list[SentBatch] = field(default_factory=list)
     failed_sends: int = 0
+    failed_creates: int = 0  # create_batch calls refused (the sink's probe makes them too)
     max_in_flight: int = 0  # most sends in progress at once
     key_overlaps: int = 0  # sends started while another batch of the same key was in flight
     _in_flight: list[str | None] = field(default_factory=list)
@@ -114,6 +115,9 @@ class HubDouble:
         partition_key: str | None = None,
         max_size_in_bytes: int | None = None,
     ) -> Any:
+        if time.monotonic() < self.fail_until:  # a hub that is down refuses the connection too
+            self.failed_creates += 1
+            raise EventHubError("the hub is unavailable (test double)")
         real = EventDataBatch(
             max_size_in_bytes=max_size_in_bytes or self.max_size_in_bytes,
             partition_key=partition_key,

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from azure.core.credentials_async import AsyncTokenCredential
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # A timer run should end well before the next one (every 5 minutes) and the host's timeout.
 DEFAULT_MAX_SECONDS = 240.0
+# Blobs read and sent together (each at most DEADLETTER_BLOB_BYTES, so a group's memory is bounded)
+# and producers (AMQP connections) sending their batches at the same time.
+REPLAY_BLOBS_AT_ONCE = 8
+REPLAY_PRODUCERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,47 +82,92 @@ class ReplayResult:
 
 async def replay_deadletters(
     store: DeadLetterStore,
-    producer: EventHubProducerClient,
+    producers: Sequence[EventHubProducerClient],
     *,
     max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> ReplayResult:
+    """Re-sends the blobs oldest first, REPLAY_BLOBS_AT_ONCE at a time: their records share
+    batches and the producers send different partition keys at once. A blob is deleted once all its
+    records were sent; when a send fails or time is up, a blob sent in part is replaced by its unsent
+    remainder, a blob not sent at all stays as it is, and the run stops."""
     result = ReplayResult()
     deadline = time.monotonic() + max_seconds
-    async for name in store.names():
+    names = store.names()
+    while True:
+        group = [name async for name in _take(names, REPLAY_BLOBS_AT_ONCE)]
+        if not group:
+            break
         left = deadline - time.monotonic()
         if left <= 0:
             result.stopped_early = True
             break
-        try:
-            bodies = await store.get(name)
-        except ResourceNotFoundError:  # deleted by a run that overlapped this one
-            continue
-        pending = [_decoded(body) for body in bodies]
+        blobs = await _read(store, group)
+        pending = [encoded for _, records in blobs for encoded in records]
         too_large: list[Encoded] = []
         try:
             # The SDK's timeout, and ours around it: a hung hub must not hold the run (and the
             # timer's singleton lock) until the host's function timeout.
             async with asyncio.timeout(left):
-                too_large = await send_in_batches([producer], pending, deadline=deadline)
+                too_large = await send_in_batches(producers, pending, deadline=deadline)
         except Exception:
             log.warning(
-                "replay stopped: Event Hubs refused %s; it stays parked", name, exc_info=True
+                "replay stopped: Event Hubs refused a send; %d record(s) stay parked",
+                len(pending),
+                exc_info=True,
             )
-        if pending:  # refused, or time is up: what was sent is done, the rest stays parked
-            sent = len(bodies) - len(pending) - len(too_large)
-            result.replayed += sent
-            if sent:  # park only the unsent remainder, so the next run sends fewer duplicates
-                await store.put([encoded.body for encoded in pending + too_large])
-                await _delete(store, name)
+        unsent = {id(encoded) for encoded in pending}
+        oversize = {id(encoded) for encoded in too_large}
+        for name, records in blobs:
+            await _settle(store, name, records, unsent, oversize, result)
+        if pending:  # refused, or time is up: the rest waits for the next run
             result.stopped_early = True
             break
-        if too_large:  # cannot fit an event even with captured texts cut: keep them, alone
-            log.error("%d dead-lettered record(s) fit no event; kept in the store", len(too_large))
-            await store.put([encoded.body for encoded in too_large])
-        await _delete(store, name)
-        result.blobs += 1
-        result.replayed += len(bodies) - len(too_large)
     return result
+
+
+async def _take(names: AsyncIterator[str], count: int) -> AsyncIterator[str]:
+    for _ in range(count):
+        name = await anext(names, None)
+        if name is None:
+            return
+        yield name
+
+
+async def _read(store: DeadLetterStore, names: list[str]) -> list[tuple[str, list[Encoded]]]:
+    """The blobs' records, read at once; a blob deleted meanwhile by an overlapping run is skipped."""
+
+    async def read(name: str) -> tuple[str, list[Encoded]] | None:
+        try:
+            return name, [_decoded(body) for body in await store.get(name)]
+        except ResourceNotFoundError:
+            return None
+
+    return [blob for blob in await asyncio.gather(*map(read, names)) if blob is not None]
+
+
+async def _settle(
+    store: DeadLetterStore,
+    name: str,
+    records: list[Encoded],
+    unsent: set[int],
+    oversize: set[int],
+    result: ReplayResult,
+) -> None:
+    """Deletes a blob whose records were all sent; re-parks what of it was not."""
+    left = [encoded for encoded in records if id(encoded) in unsent]
+    too_large = [encoded for encoded in records if id(encoded) in oversize]
+    sent = len(records) - len(left) - len(too_large)
+    result.replayed += sent
+    if left and not sent:
+        return  # nothing of it went out: it stays as it is
+    if left:  # park only the unsent remainder, so the next run sends fewer duplicates
+        await store.put([encoded.body for encoded in left + too_large])
+    elif too_large:  # cannot fit an event even with captured texts cut: keep them, alone
+        log.error("%d dead-lettered record(s) fit no event; kept in the store", len(too_large))
+        await store.put([encoded.body for encoded in too_large])
+    await _delete(store, name)
+    if not left:
+        result.blobs += 1
 
 
 async def _delete(store: DeadLetterStore, name: str) -> None:
@@ -141,12 +190,15 @@ async def run_replay(settings: ReplaySettings, credential: AsyncTokenCredential)
         credential,
         instance_id=settings.instance_id,
     )
-    producer = make_producer(settings.namespace, settings.eventhub_name, credential)
+    producers = [
+        make_producer(settings.namespace, settings.eventhub_name, credential)
+        for _ in range(REPLAY_PRODUCERS)
+    ]
     try:
-        result = await replay_deadletters(store, producer)
+        result = await replay_deadletters(store, producers)
     finally:
         try:
-            await producer.close()
+            await asyncio.gather(*(producer.close() for producer in producers))
         finally:
             await store.aclose()
     CounterLog(log, settings.instance_id).emit(

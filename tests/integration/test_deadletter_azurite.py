@@ -118,7 +118,7 @@ async def test_overflow_to_blob_storage_then_replay_delivers_every_record(
     replay_store = store_on(azurite, container=container)  # another instance, same container
     try:
         result = await replay_deadletters(
-            replay_store, make_producer("ns", "usage", FakeEntraCredential())
+            replay_store, [make_producer("ns", "usage", FakeEntraCredential())]
         )
         assert result.replayed == 40
         assert await names_of(replay_store) == []

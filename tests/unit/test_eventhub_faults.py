@@ -33,6 +33,8 @@ from aoai_proxy.sinks.events import encode, make_producer
 async def test_an_outage_then_recovery_delivers_every_record_exactly_once(
     hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Records that arrive while the hub is known to be failing go to the store at once instead of
+    waiting in memory for USAGE_DELIVERY_MAX_SECONDS; the replay sends them: each exactly once."""
     caplog.set_level(logging.INFO, logger="aoai_proxy.sinks.eventhub")
     sink = make_sink(memory_deadletter, max_in_memory_seconds=10.0)
     records = [usage_record(f"sub-{i % 4}", n=i) for i in range(300)]
@@ -44,20 +46,18 @@ async def test_an_outage_then_recovery_delivers_every_record_exactly_once(
     for record in records[100:200]:  # arrive while the hub is failing
         sink.submit(record)
         await asyncio.sleep(0.004)
-    await eventually(lambda: time.monotonic() > hub.fail_until, what="the outage to end")
+    await eventually(lambda: sink.counters.dead_lettered == 100, what="100 dead-lettered", within=2)
+    assert sink.health()["max_ms_in_memory"] < 2_000  # not the 10 s in-memory deadline
+    await eventually(lambda: sink.health()["state"] == "healthy", what="the probe to see it back")
     for record in records[200:]:
         sink.submit(record)
-    await eventually(lambda: sink.counters.sent == 300, what="all 300 sent")
+    await eventually(lambda: sink.counters.sent == 200, what="the last 100 sent")
     await sink.aclose()
 
-    arrivals = Counter(record_ids(hub.records))
-    assert set(arrivals) == set(record_ids(records))
-    assert max(arrivals.values()) == 1  # exactly once per record id
-    assert hub.failed_sends > 0
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records[:100] + records[200:]))
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records[100:200]))
     counters = sink.counters.as_dict()
     assert counters["dropped"] == 0
-    assert counters["dead_lettered"] == 0
-    assert counters["retried"] > 0
     messages = [r.getMessage() for r in caplog.records]
     degraded = [m for m in messages if m.startswith("usage_delivery_degraded ")]
     recovered = [m for m in messages if m.startswith("usage_delivery_recovered ")]
@@ -65,6 +65,13 @@ async def test_an_outage_then_recovery_delivers_every_record_exactly_once(
     assert len(recovered) == 1
     assert json.loads(recovered[0].split(" ", 1)[1])["degraded_seconds"] > 0.5
     assert "EventHubError" in json.loads(degraded[0].split(" ", 1)[1])["error"]
+
+    await replay_deadletters(
+        memory_deadletter, [make_producer("ns", "usage", FakeEntraCredential())]
+    )
+    arrivals = Counter(record_ids(hub.records))
+    assert set(arrivals) == set(record_ids(records))
+    assert max(arrivals.values()) == 1  # exactly once per record id
 
 
 async def _submit_latencies(sink: EventHubSink, count: int) -> tuple[list[float], float]:
@@ -139,7 +146,7 @@ async def test_queue_overflow_goes_to_the_dead_letter_store_and_replay_delivers_
 
     hub.fail_until = 0  # the hub is back; the replay timer runs
     result = await replay_deadletters(
-        memory_deadletter, make_producer("ns", "usage", FakeEntraCredential())
+        memory_deadletter, [make_producer("ns", "usage", FakeEntraCredential())]
     )
 
     assert result.replayed == 50
@@ -163,7 +170,7 @@ async def test_an_outage_longer_than_the_bound_dead_letters_and_keeps_going(
     started = time.monotonic()
     assert sink.health()["state"] == "degraded"
 
-    await eventually(lambda: time.monotonic() > hub.fail_until, what="the outage to end")
+    await eventually(lambda: sink.health()["state"] == "healthy", what="the probe to see it back")
     later = [usage_record(n=i) for i in range(20)]
     for record in later:
         sink.submit(record)
@@ -267,21 +274,21 @@ async def test_replay_deletes_a_blob_only_after_its_records_were_sent(
     producer = make_producer("ns", "usage", FakeEntraCredential())
     hub.fail_sends = 1  # the first batch (sub-0) fails: nothing sent, the blob stays as it was
 
-    first = await replay_deadletters(memory_deadletter, producer)
+    first = await replay_deadletters(memory_deadletter, [producer])
 
     assert first.stopped_early
     assert first.replayed == 0
     assert list(memory_deadletter.blobs.values()) == [[encode(r).body for r in records]]
 
     hub.fail_send_numbers = {hub.send_calls + 3}  # the third batch of the next run fails
-    second = await replay_deadletters(memory_deadletter, producer)
+    second = await replay_deadletters(memory_deadletter, [producer])
 
     assert second.replayed == 2
     assert second.stopped_early
     # Only the unsent record stays parked, so the next run sends no duplicates.
     assert record_ids(memory_deadletter.records) == [records[2]["record_id"]]
 
-    third = await replay_deadletters(memory_deadletter, producer)
+    third = await replay_deadletters(memory_deadletter, [producer])
 
     assert third.replayed == 1
     assert memory_deadletter.blobs == {}
@@ -431,3 +438,78 @@ async def test_a_record_submitted_while_the_clients_close_is_not_stranded(
     assert sink.health()["awaiting_deadletter"] == 0  # not left in memory with nobody to write it
     assert sink.counters.dropped == 1
     assert any(late["record_id"] in r.getMessage() for r in caplog.records)
+
+
+async def test_records_waiting_on_a_failing_store_are_visible_while_they_are_at_risk(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hub and store both down: nothing is dropped yet (the records wait for the store), so the
+    gauges and a WARNING line must show them at risk, counted from submit, long before shutdown."""
+    hub.fail_for(60)
+    memory_deadletter.fail = True
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=0.2, at_risk_log_seconds=0.6)
+    records = [usage_record(n=i) for i in range(30)]
+    for record in records:
+        sink.submit(record)
+        await asyncio.sleep(0.01)
+
+    await eventually(
+        lambda: any(r.getMessage().startswith("usage_delivery_at_risk ") for r in caplog.records),
+        within=5,
+        what="the at-risk line",
+    )
+    health = sink.health()
+    [line] = [
+        json.loads(r.getMessage().split(" ", 1)[1])
+        for r in caplog.records
+        if r.getMessage().startswith("usage_delivery_at_risk ")
+    ]
+
+    assert line["awaiting_deadletter"] == 30
+    assert line["at_risk"] == 30
+    assert line["oldest_ms_awaiting_deadletter"] >= 600  # the oldest, from its submit
+    assert line["counters"]["dropped"] == 0
+    assert health["in_memory"] == 0  # the hub is known down: none waits for it
+    assert health["oldest_ms_awaiting_deadletter"] > line["oldest_ms_awaiting_deadletter"]
+    assert health["max_ms_in_memory"] == 0  # none has left memory yet
+
+    memory_deadletter.fail = False  # the store is back: the same records, each written once
+    await eventually(lambda: sink.counters.dead_lettered == 30, what="30 dead-lettered")
+    health = sink.health()
+    assert health["at_risk"] == 0
+    assert health["oldest_ms_awaiting_deadletter"] == 0
+    assert health["max_ms_in_memory"] >= 600  # how long the oldest was at risk
+    await sink.aclose()
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))
+
+
+async def test_during_an_outage_dead_letter_blobs_gather_records_within_bounds(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, mocker: MockerFixture
+) -> None:
+    """Records arriving one by one while the hub is down share blobs (was: ~2 records a blob), each
+    blob bounded in records and bytes, and none waits in memory longer than the gathering."""
+    mocker.patch("aoai_proxy.sinks.eventhub.DEADLETTER_BLOB_RECORDS", 40)
+    mocker.patch("aoai_proxy.sinks.eventhub.DEADLETTER_BLOB_BYTES", 200_000)
+    hub.fail_for(60)
+    sink = make_sink(memory_deadletter, max_in_memory_seconds=10.0, deadletter_linger_seconds=0.3)
+    small = [usage_record(n=i) for i in range(150)]
+    for record in small:  # ~1.5 s of traffic at 100 records/s
+        sink.submit(record)
+        await asyncio.sleep(0.01)
+    await eventually(lambda: sink.counters.dead_lettered == 150, what="150 dead-lettered")
+    small_blobs = list(memory_deadletter.blobs.values())
+    large = [usage_record(n=i, prompt="x" * 30_000) for i in range(20)]  # ~30 KB each
+    for record in large:
+        sink.submit(record)
+    await eventually(lambda: sink.counters.dead_lettered == 170, what="170 dead-lettered")
+    large_blobs = list(memory_deadletter.blobs.values())[len(small_blobs) :]
+    await sink.aclose()
+
+    print(f"\n150 records over 1.5 s -> {len(small_blobs)} blobs; 20 x 30 KB -> {len(large_blobs)}")
+    assert len(small_blobs) <= 10
+    assert max(len(blob) for blob in small_blobs) <= 40
+    assert all(sum(len(body) + 1 for body in blob) <= 200_000 for blob in large_blobs)
+    assert len(large_blobs) >= 3  # cut by bytes, not by count
+    assert sink.health()["max_ms_in_memory"] < 1_500  # 0.3 s of gathering, not 10 s in memory
+    stored = record_ids(memory_deadletter.records)
+    assert sorted(stored) == sorted(record_ids(small + large))

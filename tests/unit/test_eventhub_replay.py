@@ -18,7 +18,13 @@ from tests.delivery_doubles import (
 )
 
 from aoai_proxy.config import ConfigError
-from aoai_proxy.replay import ReplaySettings, replay_deadletters, replay_from_env, run_replay
+from aoai_proxy.replay import (
+    REPLAY_PRODUCERS,
+    ReplaySettings,
+    replay_deadletters,
+    replay_from_env,
+    run_replay,
+)
 from aoai_proxy.sinks.events import encode, make_producer
 
 SETTINGS = ReplaySettings(
@@ -59,7 +65,7 @@ async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
     kwargs = hub.client_class.call_args.kwargs
     assert kwargs["fully_qualified_namespace"] == "my-usage-ns.servicebus.windows.net"
     assert kwargs["credential"] is credential
-    hub.producer.close.assert_awaited_once()
+    assert hub.producer.close.await_count == REPLAY_PRODUCERS  # every connection closed
     assert memory_deadletter.closed
     [line] = [
         json.loads(r.getMessage().split(" ", 1)[1])
@@ -115,7 +121,7 @@ async def test_a_hung_hub_cannot_hold_a_replay_run_past_its_time_limit(
     started = time.monotonic()
 
     async with asyncio.timeout(5):  # the test's own bound: without one, the run waits 30 s
-        result = await replay_deadletters(memory_deadletter, producer, max_seconds=0.3)
+        result = await replay_deadletters(memory_deadletter, [producer], max_seconds=0.3)
 
     assert time.monotonic() - started < 1.5
     assert result.stopped_early
@@ -135,8 +141,8 @@ async def test_overlapping_replay_runs_deliver_everything_and_do_not_fail(
     producer = make_producer("ns", "usage", FakeEntraCredential())
 
     first, second = await asyncio.gather(
-        replay_deadletters(memory_deadletter, producer),
-        replay_deadletters(memory_deadletter, producer),
+        replay_deadletters(memory_deadletter, [producer]),
+        replay_deadletters(memory_deadletter, [producer]),
     )
 
     assert memory_deadletter.blobs == {}
@@ -214,3 +220,36 @@ def test_replay_settings_need_no_upstream_settings() -> None:
 def test_a_bad_replay_setting_fails_naming_the_variable(env: dict[str, str], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         ReplaySettings.from_env(env)
+
+
+async def test_replay_sends_several_blobs_at_once_and_deletes_only_what_was_sent(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore
+) -> None:
+    """40 blobs of 3 records over 4 subscriptions: records of several blobs share batches and the
+    producers send different keys at the same time (was: one blob, one batch at a time). When a send
+    fails, the blobs whose records all went out are deleted, the rest stay whole or as remainders."""
+    hub.send_delay = 0.01
+    records = [usage_record(f"sub-{i % 4}", n=i) for i in range(120)]
+    for start in range(0, 120, 3):
+        await memory_deadletter.put([encode(r).body for r in records[start : start + 3]])
+    producers = [make_producer("ns", "usage", FakeEntraCredential()) for _ in range(4)]
+
+    hub.fail_send_numbers = {12}  # a send in the middle of the run fails
+    first = await replay_deadletters(memory_deadletter, producers)
+
+    assert first.stopped_early
+    sent_first = record_ids(hub.records)
+    parked = record_ids(memory_deadletter.records)
+    assert sorted(sent_first + parked) == sorted(record_ids(records))  # none lost
+    assert not set(sent_first) & set(parked)  # a blob is deleted only once its records were sent
+    assert first.replayed == len(sent_first)
+
+    second = await replay_deadletters(memory_deadletter, producers)
+
+    assert not second.stopped_early
+    assert memory_deadletter.blobs == {}
+    assert sorted(record_ids(hub.records)) == sorted(record_ids(records))  # each exactly once
+    assert hub.send_calls - 1 < 40  # fewer sends than blobs: blobs share batches
+    assert hub.max_in_flight > 1  # and several are in flight at once
+    for batch in hub.sent:
+        assert {r["caller"]["subscription_id"] for r in batch.records} == {batch.partition_key}

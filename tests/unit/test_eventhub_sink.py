@@ -72,7 +72,6 @@ async def test_counters_and_health_after_a_healthy_run(
     assert health["counters"] == {
         "queued": 20,
         "sent": 20,
-        "retried": 0,
         "dead_lettered": 0,
         "replayed": 0,
         "dropped": 0,

@@ -23,7 +23,6 @@ PROCESS_ID = f"{os.getpid()}-{int(time.time())}"
 class DeliveryCounters:
     queued: int = 0  # records accepted by submit (the sink's own counters only)
     sent: int = 0  # accepted by Event Hubs
-    retried: int = 0  # record send attempts after a failed one
     dead_lettered: int = 0  # written to the dead-letter store
     replayed: int = 0  # re-sent from the dead-letter store (replay timer) and deleted there
     dropped: int = 0  # lost: must stay 0 (only when the hub and the store both fail at shutdown)

@@ -1,12 +1,15 @@
 """Event Hub sink: records leave the request path at once and are never lost.
 
 submit() serialises the record and puts it on a bounded queue; nothing else happens on the request
-path. A background task on the same loop batches and sends (sinks/events.py), retrying with backoff
-while each record is younger than USAGE_DELIVERY_MAX_SECONDS. A record that is older than that, or
-that finds the queue full, is handed to a second task that writes it to the Blob dead-letter store,
-which the replay timer empties later. aclose() flushes within a bounded time, dead-letters the rest,
-and only a record that neither the hub nor the store would take is logged in full and counted as
-dropped. docs/delivery.md states the guarantees and the residual risk.
+path. A background task on the same loop batches and sends (sinks/events.py) while each record is
+younger than USAGE_DELIVERY_MAX_SECONDS. A record older than that, or that finds the queue full, is
+handed to a second task that writes it to the Blob dead-letter store, which the replay timer empties
+later. Once a send has failed the hub is known to be failing: what is in memory and every new
+record go to the store at once (a record's only copy in memory is what a kill without a signal
+loses), and a probe that carries no record (a fresh connection and sender link) finds out when the
+hub is back. aclose() flushes within a bounded time, dead-letters the rest, and only a record that
+neither the hub nor the store would take is logged in full and counted as dropped.
+docs/delivery.md states the guarantees and the residual risk.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +35,22 @@ from .events import MIN_SEND_SECONDS, Encoded, encode, make_producer, send_in_ba
 
 log = logging.getLogger(__name__)
 
-DEADLETTER_BLOB_RECORDS = 200  # records per dead-letter blob
+# A dead-letter blob holds at most this many records and bytes (a record is at most ~1 MB), so the
+# replay reads bounded blobs; during an outage the writer gathers records for DEADLETTER_LINGER_SECONDS
+# first, so blobs are not one or two records each.
+DEADLETTER_BLOB_RECORDS = 500
+DEADLETTER_BLOB_BYTES = 4 * 1024 * 1024
+DEADLETTER_LINGER_SECONDS = 0.5
 # Producers per process, each its own AMQP connection: the SDK sends one batch at a time per
 # producer and a batch carries one partition key, so this many keys are sent at the same time.
 PRODUCERS = 4
 SEND_GRACE_SECONDS = 1.0  # our hard bound on one send attempt, beyond the SDK's own timeout
 CLOSE_SECONDS = 5.0  # bound on stopping a task or closing the producer at shutdown
 PARK_LOG_SECONDS = 1.0  # at most one "to the dead-letter store" line a second
+WATCH_SECONDS = 1.0  # how often the age of what is at risk is checked
+# Records older than USAGE_DELIVERY_MAX_SECONDS + this (counted from submit) are waiting on the
+# store; a line says so (a failing store keeps one write going for a minute in its own retries).
+AT_RISK_LOG_EXTRA_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -45,6 +58,17 @@ class _Item:
     encoded: Encoded
     queued_at: float  # time.monotonic() at submit
     deadline: float  # sent by then, or dead-lettered
+    parked_at: float = 0.0  # handed to the dead-letter writer
+
+
+class _ItemQueue(asyncio.Queue[_Item]):
+    """The asyncio FIFO with its head readable: the oldest record's age is the at-risk gauge."""
+
+    def _init(self, maxsize: int) -> None:
+        self._queue: deque[_Item] = deque()
+
+    def oldest(self) -> _Item | None:
+        return self._queue[0] if self._queue else None
 
 
 class EventHubSink:
@@ -60,11 +84,15 @@ class EventHubSink:
         deadletter_max_records: int = 50_000,
         max_in_memory_seconds: float = 10.0,
         log_seconds: float = 60.0,
+        at_risk_log_seconds: float | None = None,
+        deadletter_linger_seconds: float = DEADLETTER_LINGER_SECONDS,
         shutdown_seconds: float = 10.0,
         max_batch_records: int = 500,
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 5.0,
+        **producer_options: Any,
     ) -> None:
+        """`producer_options` go to EventHubProducerClient (e.g. `custom_endpoint_address`)."""
         self._namespace = namespace
         self._eventhub_name = eventhub_name
         self._credential = credential
@@ -73,16 +101,25 @@ class EventHubSink:
         self._max_in_memory = max_in_memory_seconds
         self._parked_max = deadletter_max_records
         self._log_seconds = log_seconds
+        self._at_risk_log_seconds = (
+            max_in_memory_seconds + AT_RISK_LOG_EXTRA_SECONDS
+            if at_risk_log_seconds is None
+            else at_risk_log_seconds
+        )
+        self._at_risk_logged_at = -math.inf
+        self._linger = deadletter_linger_seconds
+        self._producer_options = producer_options
         self._shutdown_seconds = shutdown_seconds
         self._max_batch = max_batch_records
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self.counters = DeliveryCounters()
         self._counter_log = CounterLog(log, instance_id)
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_max_records)
+        self._queue = _ItemQueue(maxsize=queue_max_records)
         self._pending: list[_Item] = []  # taken off the queue, being sent
-        self._parked: list[Encoded] = []  # waiting for the dead-letter writer
+        self._parked: list[_Item] = []  # waiting for the dead-letter writer
         self._parked_event = asyncio.Event()  # set: there is something to write
+        self._parked_full = asyncio.Event()  # set: write now, without gathering more
         self._parked_empty = asyncio.Event()  # set: nothing waits for the dead-letter store
         self._parked_empty.set()
         self._parked_logged_at = -math.inf
@@ -91,7 +128,7 @@ class EventHubSink:
         self._closing = False
         self._producers: list[EventHubProducerClient] = []  # built on first use, PRODUCERS of them
         self._discarded: set[asyncio.Task[None]] = set()  # producers being closed aside
-        self._degraded_since: float | None = None
+        self._degraded_since: float | None = None  # set: the hub is known to be failing
         self._next_attempt = 0.0
         self._backoff = retry_initial_seconds
         self._expiry_cap = math.inf  # lowered by aclose() to flush within its budget
@@ -107,13 +144,16 @@ class EventHubSink:
             now = time.monotonic()
             item = _Item(encoded, now, now + self._max_in_memory)
             if self._closing:
-                self._park([item.encoded], "the sink is shutting down")
+                self._park([item], "the sink is shutting down")
                 return
             self._ensure_started()
+            if self._degraded_since is not None:
+                self._park([item], "Event Hubs is failing")
+                return
             try:
                 self._queue.put_nowait(item)
             except asyncio.QueueFull:
-                self._park([item.encoded], "the in-memory queue is full")
+                self._park([item], "the in-memory queue is full")
         except Exception:  # a sink must never fail a request
             log.exception("usage record could not be queued")
             # The wire JSON when there is one (no running loop), so the log line parses as sent.
@@ -144,6 +184,7 @@ class EventHubSink:
             await self._close_clients()
             return
         self._closing = True
+        self._parked_full.set()  # no gathering for a fuller blob now
         start = time.monotonic()
         self._expiry_cap = start + self._shutdown_seconds / 2
         with contextlib.suppress(TimeoutError):  # every queued record sent or parked, or time up
@@ -157,7 +198,7 @@ class EventHubSink:
         for _ in leftovers:
             self._queue.task_done()
         if leftovers:
-            self._park([item.encoded for item in leftovers], "shutdown")
+            self._park(leftovers, "shutdown")
         with contextlib.suppress(TimeoutError):  # every parked record written, or time up
             async with asyncio.timeout(max(start + self._shutdown_seconds - time.monotonic(), 0)):
                 await self._parked_empty.wait()
@@ -166,7 +207,7 @@ class EventHubSink:
         self._tasks = {}
         await self._close_clients()
         if self._parked:  # also what was submitted while the clients were closing: no writer now
-            self._last_resort(self._parked)
+            self._last_resort([item.encoded for item in self._parked])
             self._parked = []
             self._parked_empty.set()
         self._counter_log.emit(self.counters, final=True, **self._gauges())
@@ -194,6 +235,11 @@ class EventHubSink:
 
     async def _deliver_forever(self) -> None:
         while True:
+            if (
+                self._degraded_since is not None
+            ):  # nothing waits in memory: find out when it is back
+                await self._probe()
+                continue
             if not self._pending:
                 self._pending.append(await self._queue.get())
             while len(self._pending) < self._max_batch and not self._queue.empty():
@@ -202,13 +248,10 @@ class EventHubSink:
             expired = [item for item in self._pending if self._deadline(item) <= now]
             if expired:
                 self._pending = [item for item in self._pending if self._deadline(item) > now]
-                self._park([item.encoded for item in expired], "not sent in time")
+                self._park(expired, "not sent in time")
                 for _ in expired:
                     self._queue.task_done()
             if not self._pending:
-                continue
-            if now < self._next_attempt:  # the hub is failing: wait for the next try or a deadline
-                await asyncio.sleep(min(self._next_attempt, self._deadline(self._pending[0])) - now)
                 continue
             await self._attempt()
 
@@ -216,34 +259,32 @@ class EventHubSink:
         return min(item.deadline, self._expiry_cap)
 
     async def _attempt(self) -> None:
-        if self._degraded_since is not None:
-            self.counters.retried += len(self._pending)
         now = time.monotonic()
         # Until the oldest record's deadline, and at least one send of MIN_SEND_SECONDS.
         stop_at = max(self._deadline(self._pending[0]), now + MIN_SEND_SECONDS)
         unsent = [item.encoded for item in self._pending]
         try:
-            if not self._producers:  # created on the running loop, on first use
-                self._producers = [
-                    make_producer(self._namespace, self._eventhub_name, self._credential)
-                    for _ in range(PRODUCERS)
-                ]
+            self._build_producers()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (gh-86296).
             async with asyncio.timeout(stop_at - now + SEND_GRACE_SECONDS):
                 too_large = await send_in_batches(self._producers, unsent, deadline=stop_at)
         except Exception as exc:
             self._settle(unsent, [])
             self._failed(exc)
-            if isinstance(exc, TimeoutError):  # ours; the SDK raises OperationTimeoutError
-                self._discard_producers()
+            # The SDK retried already: the hub is failing, so holding these in memory for another
+            # try only widens what a kill would lose. The store takes them now, and new records too.
+            self._park_in_memory("Event Hubs is failing")
             return
         except BaseException:  # cancelled by aclose(): the batches already accepted count as sent
             self._settle(unsent, [])
             raise
+        items = {id(item.encoded): item for item in self._pending}
         self._settle(unsent, too_large)
         if too_large:
-            self._park(too_large, "larger than an event even with captured texts cut")
-        self._recovered()
+            self._park(
+                [items[id(encoded)] for encoded in too_large],
+                "larger than an event even with captured texts cut",
+            )
 
     def _settle(self, unsent: list[Encoded], too_large: list[Encoded]) -> None:
         keep = {id(encoded) for encoded in unsent}
@@ -257,6 +298,40 @@ class EventHubSink:
                 self._queue.task_done()  # settled: sent, or parked as too large
         self._pending = [item for item in self._pending if id(item.encoded) in keep]
 
+    def _park_in_memory(self, reason: str) -> None:
+        items, self._pending = self._pending, []
+        while not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        for _ in items:
+            self._queue.task_done()
+        if items:
+            self._park(items, reason)
+
+    def _build_producers(self) -> None:
+        if not self._producers:  # created on the running loop, on first use
+            self._producers = [
+                make_producer(
+                    self._namespace, self._eventhub_name, self._credential, **self._producer_options
+                )
+                for _ in range(PRODUCERS)
+            ]
+
+    async def _probe(self) -> None:
+        """Carries no record: a fresh connection, authentication and sender link (create_batch opens
+        them) tell whether the hub takes sends again; the producers are kept when it does."""
+        await asyncio.sleep(max(self._next_attempt - time.monotonic(), 0))
+        try:
+            self._build_producers()
+            # As long as a send may take: a cold connection (token, TLS, link) is not a failure.
+            async with asyncio.timeout(
+                max(self._max_in_memory, MIN_SEND_SECONDS) + SEND_GRACE_SECONDS
+            ):
+                await self._producers[0].create_batch()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._recovered()
+
     def _failed(self, exc: Exception) -> None:
         now = time.monotonic()
         if self._degraded_since is None:
@@ -264,6 +339,9 @@ class EventHubSink:
             self._log_state("usage_delivery_degraded", logging.WARNING, error=repr(exc)[:500])
         self._next_attempt = now + self._backoff
         self._backoff = min(self._backoff * 2, self._retry_max)
+        # The next probe must connect afresh (a cached link proves nothing), and a send our bound
+        # cut left its link in an unknown state.
+        self._discard_producers()
 
     def _recovered(self) -> None:
         if self._degraded_since is not None:
@@ -275,21 +353,25 @@ class EventHubSink:
 
     # -- dead letters ----------------------------------------------------------------------------
 
-    def _park(self, encoded: list[Encoded], reason: str) -> None:
+    def _park(self, items: list[_Item], reason: str) -> None:
         room = max(self._parked_max - len(self._parked), 0)
-        if len(encoded) > room:
+        if len(items) > room:
             # The store is failing too (down, or a missing role assignment) and traffic goes on:
             # an unbounded backlog would end in an out-of-memory kill that loses all of it, so
             # beyond the bound the log line becomes the record's copy (counted as dropped).
-            self._last_resort(encoded[room:])
-            encoded = encoded[:room]
-            if not encoded:
+            self._last_resort([item.encoded for item in items[room:]])
+            items = items[:room]
+            if not items:
                 return
-        self._parked.extend(encoded)
-        self._parked_event.set()
-        self._parked_empty.clear()
-        self._parked_unlogged += len(encoded)
         now = time.monotonic()
+        for item in items:
+            item.parked_at = now
+        self._parked.extend(items)
+        self._parked_event.set()
+        if len(self._parked) >= DEADLETTER_BLOB_RECORDS:
+            self._parked_full.set()
+        self._parked_empty.clear()
+        self._parked_unlogged += len(items)
         if now - self._parked_logged_at >= PARK_LOG_SECONDS:  # a full queue parks on every submit
             log.warning(
                 "%d usage record(s) to the dead-letter store: %s", self._parked_unlogged, reason
@@ -301,9 +383,16 @@ class EventHubSink:
         while True:
             await self._parked_event.wait()
             while self._parked:
-                chunk = self._parked[:DEADLETTER_BLOB_RECORDS]
+                # During an outage records arrive one by one: a blob gathers them until its oldest
+                # has waited DEADLETTER_LINGER_SECONDS (or it is full), so a record waits at most
+                # that and one blob write, and blobs are not one or two records each.
+                linger = self._parked[0].parked_at + self._linger - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(linger, 0)):
+                        await self._parked_full.wait()
+                chunk = _blob_chunk(self._parked)
                 try:
-                    await self._deadletter.put([encoded.body for encoded in chunk])
+                    await self._deadletter.put([item.encoded.body for item in chunk])
                 except Exception:
                     log.exception("dead-letter write failed; %d record(s) kept", len(self._parked))
                     await asyncio.sleep(backoff)
@@ -311,7 +400,10 @@ class EventHubSink:
                     continue
                 del self._parked[: len(chunk)]  # only ever appended to at the end
                 self.counters.dead_lettered += len(chunk)
+                self._left_memory(chunk)
                 backoff = self._retry_initial
+                if len(self._parked) < DEADLETTER_BLOB_RECORDS and not self._closing:
+                    self._parked_full.clear()
             self._parked_event.clear()
             self._parked_empty.set()
 
@@ -323,16 +415,58 @@ class EventHubSink:
 
     # -- health ----------------------------------------------------------------------------------
 
+    def _left_memory(self, items: list[_Item]) -> None:
+        now = time.monotonic()
+        oldest = min(item.queued_at for item in items)
+        self._max_seconds_in_memory = max(self._max_seconds_in_memory, now - oldest)
+
     async def _report_forever(self) -> None:
+        next_line = time.monotonic() + self._log_seconds
         while True:
-            await asyncio.sleep(self._log_seconds)
-            self._counter_log.emit(self.counters, **self._gauges())
+            await asyncio.sleep(max(min(WATCH_SECONDS, next_line - time.monotonic()), 0))
+            now = time.monotonic()
+            if now >= next_line:
+                self._counter_log.emit(self.counters, **self._gauges())
+                next_line = now + self._log_seconds
+            self._watch(now)
+
+    def _watch(self, now: float) -> None:
+        """A line while records wait too long (a failing store, both failing): `dropped` moves
+        only when the cap is hit or at shutdown, so without it nothing shows them at risk."""
+        oldest = self._oldest_queued_at()
+        if oldest is None or now - oldest < self._at_risk_log_seconds:
+            return
+        if now - self._at_risk_logged_at >= self._at_risk_log_seconds:
+            self._at_risk_logged_at = now
+            self._log_state(
+                "usage_delivery_at_risk", logging.WARNING, counters=self.counters.as_dict()
+            )
+
+    def _oldest_queued_at(self, *, parked: bool = True, in_memory: bool = True) -> float | None:
+        items: list[_Item] = []
+        if in_memory:
+            items += self._pending
+            head = self._queue.oldest()
+            if head is not None:
+                items.append(head)
+        if parked:
+            items += self._parked  # not in submit order: a record parked late may be older
+        return min((item.queued_at for item in items), default=None)
 
     def _gauges(self) -> dict[str, Any]:
+        now = time.monotonic()
+
+        def age_ms(queued_at: float | None) -> float:
+            return 0.0 if queued_at is None else round((now - queued_at) * 1000, 3)
+
+        in_memory = self._queue.qsize() + len(self._pending)
         return {
             "state": "healthy" if self._degraded_since is None else "degraded",
-            "in_memory": self._queue.qsize() + len(self._pending),
+            "in_memory": in_memory,
             "awaiting_deadletter": len(self._parked),
+            "at_risk": in_memory + len(self._parked),  # only copy in memory: a kill loses them
+            "oldest_ms_in_memory": age_ms(self._oldest_queued_at(parked=False)),
+            "oldest_ms_awaiting_deadletter": age_ms(self._oldest_queued_at(in_memory=False)),
             "max_ms_in_memory": round(self._max_seconds_in_memory * 1000, 3),
         }
 
@@ -347,6 +481,16 @@ class EventHubSink:
             **self._gauges(),
             "counters": self.counters.as_dict(),
         }
+
+
+def _blob_chunk(parked: list[_Item]) -> list[_Item]:
+    """The oldest parked records that fit one blob's bounds (always at least one)."""
+    size = 0
+    for count, item in enumerate(parked[:DEADLETTER_BLOB_RECORDS]):
+        size += len(item.encoded.body) + 1
+        if count and size > DEADLETTER_BLOB_BYTES:
+            return parked[:count]
+    return parked[:DEADLETTER_BLOB_RECORDS]
 
 
 async def _close_producer(producer: EventHubProducerClient) -> None:

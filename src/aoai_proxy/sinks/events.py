@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.eventhub import EventData, EventDataBatch
@@ -96,12 +97,13 @@ def fit(body: bytes, limit: int) -> bytes:
 
 
 def make_producer(
-    namespace: str, eventhub_name: str, credential: AsyncTokenCredential
+    namespace: str, eventhub_name: str, credential: AsyncTokenCredential, **options: Any
 ) -> EventHubProducerClient:
     """The keyless producer: Entra ID credential, no connection string (the namespace has local auth off).
 
     The SDK retries quickly for transient faults; longer outages are the caller's loop's job, bounded
-    by USAGE_DELIVERY_MAX_SECONDS, so these stay short.
+    by USAGE_DELIVERY_MAX_SECONDS, so these stay short. `options` go to the client as they are
+    (`custom_endpoint_address`, `connection_verify`: the tests' loopback endpoints).
     """
     return EventHubProducerClient(
         fully_qualified_namespace=namespace,
@@ -111,6 +113,7 @@ def make_producer(
         retry_backoff_factor=0.5,
         retry_backoff_max=4,
         retry_mode="exponential",
+        **options,
     )
 
 
