@@ -352,7 +352,7 @@ module alerts 'modules/alerts.bicep' = {
     dailyTokensPerSubscriptionThreshold: usageAlertDailyTokens
     missingUsageRecordsThreshold: usageAlertMissingRecords
   }
-  // Rule creation validates the query, which fails on tables that do not exist yet.
+  // Its queries name the tables: create them first.
   dependsOn: [
     analytics
   ]

@@ -31,8 +31,11 @@ var priceValues = [for entry in priceEntries: split(trim(split(entry, '=')[1]), 
 var priceRowList = [for (model, i) in priceModels: '\'${model}\', real(${json(priceValues[i][0])}), real(${json(priceValues[i][1])}), real(${json(priceValues[i][2])})']
 var priceRows = join(priceRowList, ', ')
 
-// The placeholder kql_check also fills (with the defaults) before it analyzes the queries.
-var serializedData = replace(loadTextContent('../analytics/workbook.json'), '__MODEL_PRICE_ROWS__', priceRows)
+// __MODEL_PRICE_ROWS__: kql_check fills it with the defaults before it analyzes the queries.
+// __WORKSPACE_ID__: the workbook's fallbackResourceIds, the resource its queries run against when it is
+// opened with no resource in context (from its own link, USAGE_WORKBOOK_URL; the portal saves the
+// workspace there too). Schema: https://github.com/microsoft/Application-Insights-Workbooks/blob/master/schema/workbook.json
+var serializedData = replace(replace(loadTextContent('../analytics/workbook.json'), '__MODEL_PRICE_ROWS__', priceRows), '__WORKSPACE_ID__', workspaceId)
 
 resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
   // A workbook's name must be a GUID; derived from the workspace so re-deploys update the same one.

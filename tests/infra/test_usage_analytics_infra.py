@@ -99,6 +99,9 @@ def test_workbook_is_a_shared_workbook_on_the_workspace() -> None:
     assert bt.get_path(workbook.body, "properties.serializedData") == "serializedData"
     content = json.loads((bt.INFRA / "analytics" / "workbook.json").read_text(encoding="utf-8"))
     assert content["version"] == "Notebook/1.0"
+    # Opened from its own link, the workbook queries the workspace Bicep puts here.
+    assert content["fallbackResourceIds"] == ["__WORKSPACE_ID__"]
+    assert "'__WORKSPACE_ID__', workspaceId)" in WORKBOOK
 
 
 def test_action_group_is_global_with_a_short_name_email_can_show() -> None:
@@ -118,6 +121,7 @@ def test_alert_rules_query_the_workspace_and_cover_the_four_signals() -> None:
     assert m
     body = ALERTS[m.end() :]
     assert "kind: 'LogAlert'" in body
+    assert "skipQueryValidation: true" in body  # validated offline by tools/kql_check instead
     assert "workspaceId" in body.split("evaluationFrequency")[0]
     names = re.findall(r"^\s*name: '([a-z-]+)'$", ALERTS, re.MULTILINE)
     assert {"throttled-rate", "error-rate", "daily-tokens", "missing-usage-records"} <= set(names)
