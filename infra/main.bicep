@@ -518,7 +518,9 @@ output LOGS_INGESTION_ENDPOINT string = analytics.outputs.logsIngestionEndpoint
 output LOGS_DCR_IMMUTABLE_ID string = analytics.outputs.dataCollectionRuleImmutableId
 output LOGS_USAGE_STREAM string = analytics.outputs.usageStreamName
 output LOGS_GATEWAY_STREAM string = analytics.outputs.gatewayStreamName
-output USAGE_WORKBOOK_URL string = 'https://portal.azure.com/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'
+// The portal of the cloud deployed to (environment().portal: https://portal.azure.com in Azure public).
+// https://learn.microsoft.com/azure/azure-resource-manager/bicep/bicep-functions-deployment#environment
+output USAGE_WORKBOOK_URL string = '${environment().portal}/#@${tenant().tenantId}/resource${workbook.outputs.id}/workbook'
 // Entra mode: the app registration (ids, not secrets); the postdown hook deletes it by object id.
 output ENTRA_APP_ID string = entraMode ? entraApp.outputs.appId : ''
 output ENTRA_APP_OBJECT_ID string = entraMode ? entraApp.outputs.objectId : ''
