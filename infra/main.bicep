@@ -524,4 +524,3 @@ output USAGE_WORKBOOK_URL string = '${environment().portal}/#@${tenant().tenantI
 // Entra mode: the app registration (ids, not secrets); the postdown hook deletes it by object id.
 output ENTRA_APP_ID string = entraMode ? entraApp.outputs.appId : ''
 output ENTRA_APP_OBJECT_ID string = entraMode ? entraApp.outputs.objectId : ''
-
