@@ -13,6 +13,8 @@ import re
 import pytest
 from tests.infra import bicep_text as bt
 
+import kql_check
+
 ROOT = bt.INFRA.parent
 SCHEMA = json.loads((bt.INFRA / "analytics" / "tables.json").read_text(encoding="utf-8"))
 ANALYTICS = bt.read(bt.INFRA / "modules" / "analytics.bicep")
@@ -184,3 +186,22 @@ def test_the_doc_names_every_column() -> None:
         assert f"`{SCHEMA[key]['table']}`" in doc
         for column in SCHEMA[key]["columns"]:
             assert f"`{column['name']}`" in doc, column["name"]
+
+
+def test_the_workbook_stays_valid_json_once_bicep_fills_it() -> None:
+    text = (bt.INFRA / "analytics" / "workbook.json").read_text(encoding="utf-8")
+    filled = text.replace(kql_check.PRICE_ROWS_TOKEN, kql_check.default_price_rows()).replace(
+        "__WORKSPACE_ID__",
+        "/subscriptions/0000/resourceGroups/rg-x/providers/Microsoft.OperationalInsights/workspaces/log-x",
+    )
+    workbook = json.loads(filled)
+    assert "__" not in json.dumps(workbook["fallbackResourceIds"])
+    assert kql_check.PRICE_ROWS_TOKEN not in filled
+
+
+def test_readme_using_it_ends_with_where_to_open_the_dashboard() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it", 1)[1].split("\n## ", 1)[0]
+    last_paragraph = section.strip().split("\n\n")[-1]
+    assert "USAGE_WORKBOOK_URL" in last_paragraph
+    assert "Workbooks" in last_paragraph
