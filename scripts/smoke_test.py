@@ -12,6 +12,11 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
 4. Reads the hub from the noted positions until, for each call, it finds the usage record named by the
    response's `x-usage-record-id` and APIM's gateway event with the same request id (APIM sends those
    in batches about 15 s apart), then prints a pass/fail table. Exit status 0 only when all pass.
+   The streamed call must arrive as a stream: at least two reads with content, spread over time
+   (a gateway or host that buffers the response delivers everything in one go).
+5. Entra mode (APIM_FUNCTION_AUTH=entra): a call straight to the Function App without a token, and one
+   with a forged X-MS-CLIENT-PRINCIPAL naming APIM's identity, must both get 401. Once this whole test
+   passes in your subscription, Entra mode can be your default (docs/deploy.md#function-authentication).
 
 New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
 key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
@@ -41,6 +46,9 @@ APIM_API_VERSION = "2024-05-01"
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
 RETRYABLE_STATUS = frozenset({401, 403, 429, 500, 502, 503, 504})
 PROMPT = "Reply with the single word: pong"
+# Long enough an answer that a real stream spreads its chunks over STREAM_MIN_SPREAD_SECONDS or more.
+STREAM_PROMPT = "Count from 1 to 40, one number per line, nothing else."
+STREAM_MIN_SPREAD_SECONDS = 0.1
 
 
 class SmokeTestError(Exception):
@@ -103,6 +111,9 @@ class Settings:
     consumer_group: str
     deployment: str
     api_version: str
+    function_auth: str = "key"
+    function_url: str = ""
+    apim_client_id: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -114,7 +125,17 @@ class Settings:
                 + " (run `azd up` first, or export them)"
             )
         values = {attr: env[name] for name, attr in REQUIRED_SETTINGS.items()}
+        function_auth = env.get("APIM_FUNCTION_AUTH") or "key"
+        if function_auth == "entra":
+            absent = [n for n in ("SERVICE_API_URI", "APIM_IDENTITY_CLIENT_ID") if not env.get(n)]
+            if absent:
+                raise SmokeTestError(
+                    "APIM_FUNCTION_AUTH=entra needs " + ", ".join(absent) + " (run `azd up` first)"
+                )
         return cls(
+            function_auth=function_auth,
+            function_url=env.get("SERVICE_API_URI", ""),
+            apim_client_id=env.get("APIM_IDENTITY_CLIENT_ID", ""),
             **values,
             # The smoke test reads with explicit positions and never checkpoints, so sharing the
             # default consumer group with others is harmless.
@@ -237,10 +258,16 @@ class CallOutcome:
     usage_record_id: str | None = None
     content_ok: bool = False
     error: str | None = None
+    # Streamed calls only: whether content came in two or more reads spread over time.
+    streamed_ok: bool | None = None
+
+
+def arrived_as_a_stream(read_times: Sequence[float]) -> bool:
+    return len(read_times) >= 2 and read_times[-1] - read_times[0] >= STREAM_MIN_SPREAD_SECONDS
 
 
 def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutcome:
-    messages = [{"role": "user", "content": PROMPT}]
+    messages = [{"role": "user", "content": STREAM_PROMPT if stream else PROMPT}]
     if not stream:
         raw = client.chat.completions.with_raw_response.create(model=model, messages=messages)
         completion = raw.parse()
@@ -254,15 +281,23 @@ def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutco
         record_id = response.headers.get("x-usage-record-id")
         chunks = 0
         text = ""
+        read_times: list[float] = []
         for chunk in response.parse():
             chunks += 1
             # Azure's first chunk has choices: [] (prompt filter results), and its content-filter
             # annotation chunks can carry a choice without a delta.
             for choice in chunk.choices:
                 delta = getattr(choice, "delta", None)
-                text += (delta.content if delta is not None else None) or ""
+                content = (delta.content if delta is not None else None) or ""
+                if content:
+                    read_times.append(time.monotonic())
+                text += content
         return CallOutcome(
-            name, response.status_code, record_id, content_ok=chunks > 0 and bool(text)
+            name,
+            response.status_code,
+            record_id,
+            content_ok=chunks > 0 and bool(text),
+            streamed_ok=arrived_as_a_stream(read_times),
         )
 
 
@@ -483,15 +518,31 @@ def render_table(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> st
         return "PASS" if ok else "FAIL"
 
     rows = [
-        ("call", "http", "content", "usage record", "tokens", "gateway event", "result", "detail")
+        (
+            "call",
+            "http",
+            "content",
+            "stream",
+            "usage record",
+            "tokens",
+            "gateway event",
+            "result",
+            "detail",
+        )
     ]
     for outcome, check in zip(outcomes, checks, strict=True):
-        call_ok = outcome.error is None and outcome.status == 200 and outcome.content_ok
+        call_ok = (
+            outcome.error is None
+            and outcome.status == 200
+            and outcome.content_ok
+            and outcome.streamed_ok is not False
+        )
         rows.append(
             (
                 outcome.name,
                 str(outcome.status or "-"),
                 mark(outcome.content_ok),
+                "-" if outcome.streamed_ok is None else mark(outcome.streamed_ok),
                 mark(check.usage_record),
                 str(check.tokens) if check.tokens is not None else "FAIL",
                 mark(check.gateway_event),
@@ -510,8 +561,70 @@ def render_table(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> st
 
 def passed(outcomes: Sequence[CallOutcome], checks: Sequence[Check]) -> bool:
     return all(
-        o.error is None and o.status == 200 and o.content_ok and c.passed
+        o.error is None
+        and o.status == 200
+        and o.content_ok
+        and o.streamed_ok is not False
+        and c.passed
         for o, c in zip(outcomes, checks, strict=True)
+    )
+
+
+# ---------------------------------------------------------------- Entra mode: only APIM gets in
+
+
+@dataclass
+class Refusal:
+    name: str
+    status: int | None
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == 401
+
+
+def forged_principal(client_id: str) -> str:
+    """An X-MS-CLIENT-PRINCIPAL naming APIM's identity, as App Service would encode it, but sent by
+    us without any token: App Service authentication must reject the call before the app sees it."""
+    import base64
+
+    claims = [{"typ": "azp", "val": client_id}, {"typ": "appid", "val": client_id}]
+    document = {"auth_typ": "aad", "claims": claims, "name_typ": "name", "role_typ": "roles"}
+    return base64.b64encode(json.dumps(document).encode()).decode()
+
+
+def direct_calls_refused(http: Any, settings: Settings) -> list[Refusal]:
+    """Calls straight to the Function App, around APIM, in Entra mode: each must get 401."""
+    url = (
+        f"{settings.function_url.rstrip('/')}/openai/deployments/{settings.deployment}"
+        f"/chat/completions?api-version={settings.api_version}"
+    )
+    body = {"messages": [{"role": "user", "content": PROMPT}]}
+    attempts = [
+        ("direct call, no token", {}),
+        (
+            "direct call, forged principal",
+            {
+                "X-MS-CLIENT-PRINCIPAL": forged_principal(settings.apim_client_id),
+                "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+            },
+        ),
+    ]
+    refusals = []
+    for name, headers in attempts:
+        try:
+            response = http.post(url, json=body, headers=headers, timeout=60)
+            refusals.append(Refusal(name, response.status_code, response.text[:200]))
+        except Exception as exc:
+            refusals.append(Refusal(name, None, f"{type(exc).__name__}: {exc}"[:200]))
+    return refusals
+
+
+def render_refusals(refusals: Sequence[Refusal]) -> str:
+    return "\n".join(
+        f"{r.name}: HTTP {r.status or '-'} {'PASS' if r.passed else 'FAIL (expected 401)'} {r.detail}"
+        for r in refusals
     )
 
 
@@ -575,6 +688,7 @@ def run(env: Mapping[str, str]) -> int:
     print(f"Smoke test of {settings.gateway_url} (deployment {settings.deployment})")
     with httpx.Client(timeout=60) as http:
         key = fetch_subscription_key(http, sync_credential, settings)
+        refusals = direct_calls_refused(http, settings) if settings.function_auth == "entra" else []
 
     async def main_flow() -> tuple[list[CallOutcome], list[Check]]:
         try:
@@ -584,7 +698,9 @@ def run(env: Mapping[str, str]) -> int:
 
     outcomes, checks = asyncio.run(main_flow())
     print(render_table(outcomes, checks))
-    ok = passed(outcomes, checks)
+    if refusals:
+        print(render_refusals(refusals))
+    ok = passed(outcomes, checks) and all(r.passed for r in refusals)
     print("smoke test: PASS" if ok else "smoke test: FAIL")
     return 0 if ok else 1
 
