@@ -72,7 +72,9 @@ param pythonVersion string = '3.11'
 param instanceMemoryMB int = 2048
 
 @description('Upper bound on instances the app scales out to.')
-@minValue(40)
+// The platform allows 1 to 1000: https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out
+// ("the lowest maximum instance count value is 1"; older pages said 40).
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
@@ -134,7 +136,7 @@ param eventHubRetentionDays int = 7
 ])
 param apimSku string = 'BasicV2'
 
-@description('APIM scale units.')
+@description('APIM scale units: 1-10 on BasicV2 and StandardV2; Developer always runs 1 (apim.bicep).')
 @minValue(1)
 @maxValue(10)
 param apimSkuCapacity int = 1
@@ -433,6 +435,18 @@ module apim 'modules/apim.bicep' = {
     publisherName: apimPublisherName
     publisherEmail: apimPublisherEmail
     identityId: apimIdentity.outputs.id
+  }
+}
+
+// Resource logs and metrics of APIM, Azure OpenAI and Event Hubs to the workspace.
+module diagnostics 'modules/diagnostics.bicep' = {
+  name: 'diagnostics'
+  scope: rg
+  params: {
+    workspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    apimName: apim.outputs.name
+    openAiAccountName: openAi.outputs.name
+    eventHubNamespaceName: eventHubs.outputs.namespaceName
   }
 }
 

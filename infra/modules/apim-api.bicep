@@ -321,6 +321,9 @@ resource operations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01'
   }
 ]
 
+// @batchSize serialises one loop only; two loops over the same API's operations still run side by side
+// (https://learn.microsoft.com/azure/azure-resource-manager/bicep/loops#deploy-in-batches), so the
+// wildcards wait for the whole named-operations loop.
 @batchSize(1)
 resource wildcardOperations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' = [
   for method in wildcardMethods: {
@@ -331,6 +334,9 @@ resource wildcardOperations 'Microsoft.ApiManagement/service/apis/operations@202
       method: method
       urlTemplate: '/*'
     }
+    dependsOn: [
+      operations
+    ]
   }
 ]
 

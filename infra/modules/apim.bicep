@@ -22,7 +22,10 @@ param tags object = {}
 ])
 param skuName string = 'BasicV2'
 
-@description('Scale units.')
+// Basic v2 and Standard v2 scale to 10 units
+// (https://learn.microsoft.com/azure/api-management/v2-service-tiers-overview); the classic Developer
+// tier has exactly one and cannot be scaled (https://learn.microsoft.com/azure/api-management/upgrade-and-scale).
+@description('Scale units: 1-10 on BasicV2 and StandardV2; Developer always runs 1, whatever is set here.')
 @minValue(1)
 @maxValue(10)
 param skuCapacity int = 1
@@ -43,7 +46,7 @@ resource apim 'Microsoft.ApiManagement/service@2024-05-01' = {
   tags: tags
   sku: {
     name: skuName
-    capacity: skuCapacity
+    capacity: skuName == 'Developer' ? 1 : skuCapacity
   }
   // A user-assigned identity is created (and granted its roles) before APIM exists, so the loggers
   // never run without access (https://learn.microsoft.com/azure/api-management/api-management-howto-use-managed-service-identity).

@@ -49,7 +49,9 @@ param pythonVersion string
 ])
 param instanceMemoryMB int
 
-@minValue(40)
+// The platform allows 1 to 1000: https://learn.microsoft.com/azure/azure-functions/event-driven-scaling#limit-scale-out
+// ("the lowest maximum instance count value is 1"; older pages said 40).
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int
 

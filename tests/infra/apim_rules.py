@@ -220,7 +220,33 @@ def check_gateway_event(fragment_xml: str) -> list[str]:
     )
     if "context.Elapsed" not in body:
         problems.append("gateway_ttfb_ms does not come from context.Elapsed")
+    problems.extend(check_logged_once(root))
     return problems
+
+
+SENT_FLAG = "gateway-event-sent"
+
+
+def check_logged_once(root: ET.Element) -> list[str]:
+    """The fragment runs in outbound and again in on-error: only the first run may log. The
+    log-to-eventhub must sit in a <when> testing that the flag is not set, and that <when> must set
+    the flag (set-variable) before logging."""
+    for when in root.iter("when"):
+        if when.find("log-to-eventhub") is None:
+            continue
+        condition = when.get("condition", "").replace(" ", "")
+        if f'!context.Variables.ContainsKey("{SENT_FLAG}")' not in condition:
+            return ["the gateway event is not guarded by the gateway-event-sent flag"]
+        children = list(when)
+        setters = [
+            i
+            for i, c in enumerate(children)
+            if c.tag == "set-variable" and c.get("name") == SENT_FLAG
+        ]
+        if not setters or setters[0] > children.index(when.find("log-to-eventhub")):
+            return ["the guard does not set gateway-event-sent before logging"]
+        return []
+    return ["log-to-eventhub is not inside a <when> guard: on-error could log a second event"]
 
 
 # ---------------------------------------------------------------- templates
