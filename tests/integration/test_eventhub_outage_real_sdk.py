@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +32,7 @@ from aoai_proxy.sinks.eventhub import EventHubSink
 pytestmark = pytest.mark.azurite
 
 RECORDS = 40  # arriving over about a second while the hub is known to be down
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -154,3 +159,58 @@ async def test_once_the_hub_is_known_down_records_reach_the_store_within_a_secon
     assert sink.counters.sent == 0
     # Counted from submit to the store: the first record waited until the failure was known.
     assert measured["health"]["max_ms_in_memory"] >= measured["known_down"] * 1000 * 0.9
+
+
+async def test_a_kill_without_a_signal_mid_outage_loses_only_the_last_fraction_of_a_second(
+    azurite: Azurite, refusing_endpoint: int
+) -> None:
+    """SIGKILL, as the platform ends a Functions worker (no shutdown signal), 3 s after the hub is
+    known down, with records arriving at ~100/s: only the records of the last blob's gathering and
+    write are lost (was: every record of the last USAGE_DELIVERY_MAX_SECONDS, 200 of 200)."""
+    container = f"kill-{uuid.uuid4().hex[:12]}"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.kill_mid_outage",
+        azurite.account_url,
+        azurite.ca_file,
+        container,
+        str(refusing_endpoint),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    submitted: list[dict[str, Any]] = []
+    try:
+        known_down: float | None = None
+        async with asyncio.timeout(60):
+            while known_down is None or time.monotonic() < known_down + 3:
+                line = json.loads(await child.stdout.readline())
+                submitted.append(line)
+                if known_down is None and line["state"] == "degraded":
+                    known_down = time.monotonic()
+        child.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        rest = await child.stdout.read()  # what it printed before it died
+        submitted += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    finally:
+        if child.returncode is None:
+            child.kill()
+        await child.wait()
+
+    store = store_on(azurite, FakeEntraCredential(), container=container)
+    try:
+        stored = {record_id for blob in await _stored(store) for record_id in blob}
+    finally:
+        await store.aclose()
+    lost = [line for line in submitted if line["id"] not in stored]
+    ages = [killed_at - line["at"] for line in lost]
+    print(
+        f"\nkilled {len(submitted)} records in ({len(submitted) - len(lost)} in the store): "
+        f"lost {len(lost)}, submitted {min(ages, default=0):.2f}-{max(ages, default=0):.2f} s "
+        "before the kill"
+    )
+    assert len(submitted) > 300
+    assert max(ages, default=0) < 1.5  # the last blob's gathering (0.5 s) and write, not 10 s
+    assert len(lost) < 150

@@ -212,6 +212,7 @@ class EventHubSink:
             self._parked_empty.set()
         self._counter_log.emit(self.counters, final=True, **self._gauges())
         self._expiry_cap = math.inf
+        self._parked_full.clear()
         self._closing = False
 
     async def _close_clients(self) -> None:
