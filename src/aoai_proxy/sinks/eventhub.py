@@ -224,8 +224,8 @@ class EventHubSink:
         await self._deadletter.aclose()
 
     def _discard_producers(self) -> None:
-        """Our bound cut a send the SDK did not end itself: its link is in an unknown state, so the
-        next attempt builds fresh producers; the old ones are closed aside, never on the send path."""
+        """After a failed send or probe the next probe builds fresh producers (a cached link proves
+        nothing; one our bound cut is in an unknown state); the old ones are closed aside."""
         producers, self._producers = self._producers, []
         for producer in producers:
             task = asyncio.get_running_loop().create_task(_close_producer(producer))
@@ -236,10 +236,8 @@ class EventHubSink:
 
     async def _deliver_forever(self) -> None:
         while True:
-            if (
-                self._degraded_since is not None
-            ):  # nothing waits in memory: find out when it is back
-                await self._probe()
+            if self._degraded_since is not None:
+                await self._probe()  # nothing waits in memory meanwhile
                 continue
             if not self._pending:
                 self._pending.append(await self._queue.get())
@@ -318,8 +316,9 @@ class EventHubSink:
             ]
 
     async def _probe(self) -> None:
-        """Carries no record: a fresh connection, authentication and sender link (create_batch opens
-        them) tell whether the hub takes sends again; the producers are kept when it does."""
+        """Carries no record: a fresh connection, authentication and sender link tell whether the hub
+        takes sends again (on a new client create_batch opens them to learn the link's maximum
+        message size, azure-eventhub _get_max_message_size); the producers are kept when it does."""
         await asyncio.sleep(max(self._next_attempt - time.monotonic(), 0))
         try:
             self._build_producers()
@@ -340,8 +339,6 @@ class EventHubSink:
             self._log_state("usage_delivery_degraded", logging.WARNING, error=repr(exc)[:500])
         self._next_attempt = now + self._backoff
         self._backoff = min(self._backoff * 2, self._retry_max)
-        # The next probe must connect afresh (a cached link proves nothing), and a send our bound
-        # cut left its link in an unknown state.
         self._discard_producers()
 
     def _recovered(self) -> None:
