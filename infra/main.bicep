@@ -386,6 +386,7 @@ module functionApp 'modules/functionapp.bicep' = {
     deadLetterContainerName: storage.outputs.deadLetterContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     openAiEndpoint: openAi.outputs.endpoint
+    openAiDeploymentName: openAi.outputs.deploymentName
     eventHubFullyQualifiedNamespace: eventHubs.outputs.fullyQualifiedNamespace
     eventHubName: eventHubs.outputs.hubName
     landingConsumerGroupName: eventHubs.outputs.landingConsumerGroupName

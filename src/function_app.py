@@ -13,7 +13,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from aoai_proxy.config import Settings, inbound_auth_is_entra
 from aoai_proxy.proxy import handle, health
 from aoai_proxy.replay_blueprint import bp as replay_blueprint
-from aoai_proxy.routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
+from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from aoai_proxy.runtime import RuntimeHolder
 
 # Key mode: the Functions host checks the host key APIM sends. Entra mode: App Service
@@ -30,7 +30,7 @@ def _register(spec: RouteSpec) -> None:
         return await handle(req, spec, holder)
 
     relay.__name__ = spec.name
-    app.route(route=spec.template, methods=list(ALL_METHODS))(relay)
+    app.route(route=spec.template, methods=list(spec.methods))(relay)
 
 
 for _spec in PROXY_ROUTES:

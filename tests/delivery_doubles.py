@@ -40,7 +40,7 @@ def usage_record(
     """A usage record as the record builder emits it (opaque to delivery but for these fields)."""
     record: dict[str, Any] = {
         "type": "usage",
-        "schema_version": "1.0",
+        "schema_version": "1.2",
         "record_id": str(uuid.uuid4()),
         "timestamp": "2026-11-26T08:00:00.000Z",
         "caller": {"request_id": f"req-{n}", "subscription_id": subscription_id},

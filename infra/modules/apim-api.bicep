@@ -61,6 +61,7 @@ param entraAppId string = ''
 var eventHubLoggerName = 'usage-eventhub'
 var appInsightsLoggerName = 'appinsights'
 var backendName = 'function-app'
+var originBackendName = 'function-app-origin'
 var gatewayEventFragmentName = 'gateway-event'
 var keyMode = functionAuth == 'key'
 
@@ -143,6 +144,30 @@ resource backend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
     description: 'Azure Functions usage proxy in front of Azure OpenAI'
     // The API path `openai` is stripped by APIM; the Function's routes start with openai/ again.
     url: 'https://${functionAppHostName}/openai'
+    protocol: 'http'
+    tls: {
+      validateCertificateChain: true
+      validateCertificateName: true
+    }
+    credentials: keyMode ? hostKeyCredentials : null
+  }
+  dependsOn: [
+    functionKeyPlaceholder
+  ]
+}
+
+// The origin's contract POST /api/aoaifn (aoai_proxy.routes.AOAIFN_ROUTE) lies outside the Function's
+// /openai routes, so the `aoaifn` operation's policy sends it to this second entity: the same Function,
+// credentials (the host key in key mode; in Entra mode the API policy's managed-identity token, which
+// the operation policy inherits through <base />) and certificate checks, with the /api path as URL.
+// https://learn.microsoft.com/azure/api-management/backends
+resource originBackend 'Microsoft.ApiManagement/service/backends@2024-05-01' = {
+  parent: apim
+  name: originBackendName
+  properties: {
+    title: functionAppName
+    description: 'The same Function App, for the origin contract POST /api/aoaifn'
+    url: 'https://${functionAppHostName}/api'
     protocol: 'http'
     tls: {
       validateCertificateChain: true
@@ -294,6 +319,14 @@ var namedOperations = [
     urlTemplate: '/v1/models'
     templateParameters: []
   }
+  {
+    // The origin's POST /api/aoaifn, published as /openai/aoaifn: its policy below picks the backend.
+    name: 'aoaifn'
+    displayName: 'Chat completions (origin contract, /api/aoaifn)'
+    method: 'POST'
+    urlTemplate: '/aoaifn'
+    templateParameters: []
+  }
 ]
 
 var wildcardMethods = [
@@ -320,6 +353,28 @@ resource operations 'Microsoft.ApiManagement/service/apis/operations@2024-05-01'
     }
   }
 ]
+
+// The aoaifn operation's policy: the API policy (<base />: caller headers, gateway event, the unbuffered
+// forward), then the origin backend instead of the /openai one.
+// https://learn.microsoft.com/azure/templates/microsoft.apimanagement/2024-05-01/service/apis/operations/policies
+resource aoaifnOperation 'Microsoft.ApiManagement/service/apis/operations@2024-05-01' existing = {
+  parent: api
+  name: 'aoaifn'
+}
+
+resource aoaifnPolicy 'Microsoft.ApiManagement/service/apis/operations/policies@2024-05-01' = {
+  parent: aoaifnOperation
+  name: 'policy'
+  properties: {
+    format: 'rawxml'
+    value: loadTextContent('apim-aoaifn-operation-policy.xml')
+  }
+  dependsOn: [
+    operations
+    originBackend
+    apiPolicy
+  ]
+}
 
 // @batchSize serialises one loop only; two loops over the same API's operations still run side by side
 // (https://learn.microsoft.com/azure/azure-resource-manager/bicep/loops#deploy-in-batches), so the

@@ -21,6 +21,8 @@ param deadLetterContainerName string
 param applicationInsightsConnectionString string
 
 param openAiEndpoint string
+@description('The chat deployment that the origin contract POST /api/aoaifn sends its calls to (AZURE_OPENAI_DEPLOYMENT).')
+param openAiDeploymentName string
 param eventHubFullyQualifiedNamespace string
 param eventHubName string
 
@@ -165,6 +167,7 @@ resource appSettings 'Microsoft.Web/sites/config@2025-03-01' = {
     // https://learn.microsoft.com/python/api/azure-identity/azure.identity.defaultazurecredential
     AZURE_CLIENT_ID: identityClientId
     AZURE_OPENAI_ENDPOINT: openAiEndpoint
+    AZURE_OPENAI_DEPLOYMENT: openAiDeploymentName
     EVENTHUB_FULLY_QUALIFIED_NAMESPACE: eventHubFullyQualifiedNamespace
     EVENTHUB_NAME: eventHubName
     DEADLETTER_CONTAINER: deadLetterContainerName

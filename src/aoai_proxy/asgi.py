@@ -16,7 +16,7 @@ from starlette.routing import Route
 from .config import Settings
 from .errors import MethodNotAllowed, NotFound
 from .proxy import handle, health, unrouted
-from .routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
+from .routes import HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from .runtime import RuntimeHolder
 
 
@@ -49,7 +49,7 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
 
     routes = [Route("/" + HEALTH_ROUTE, health_endpoint, methods=["GET"])]
     routes += [
-        Route(_starlette_path(spec.template), proxy_endpoint(spec), methods=list(ALL_METHODS))
+        Route(_starlette_path(spec.template), proxy_endpoint(spec), methods=list(spec.methods))
         for spec in PROXY_ROUTES
     ]
     app = Starlette(

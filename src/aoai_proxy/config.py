@@ -95,6 +95,24 @@ class InjectionPolicy:
         )
 
 
+# POST /api/aoaifn (aoai_proxy.origin) forwards with this api-version unless AOAIFN_API_VERSION says
+# otherwise: the GA version, on which streams get exact usage injected. The origin used
+# 2024-08-01-preview; its clients send stream_options themselves, which both versions accept.
+DEFAULT_AOAIFN_API_VERSION = "2024-10-21"
+
+
+def _aoaifn_api_version(env: _Env) -> str:
+    value = env.optional("AOAIFN_API_VERSION")
+    if value is None:
+        return DEFAULT_AOAIFN_API_VERSION
+    if api_version_date(value) is None:
+        raise ConfigError(
+            "AOAIFN_API_VERSION must be a dated api-version such as '2024-10-21' or "
+            f"'2025-04-01-preview'; got {value!r}"
+        )
+    return value
+
+
 def _versions(value: str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in (value or "").split(",") if v.strip())
 
@@ -133,6 +151,8 @@ class Settings:
     sink: SinkKind = "jsonl"
     usage_log_path: str = "usage.jsonl"
     injection: InjectionPolicy = InjectionPolicy()
+    aoaifn_deployment: str | None = None
+    aoaifn_api_version: str = DEFAULT_AOAIFN_API_VERSION
     capture_content: bool = False
     capture_max_bytes: int = 2048
     eventhub_namespace: str | None = None
@@ -181,6 +201,8 @@ class Settings:
             sink=sink,
             usage_log_path=env.optional("USAGE_LOG_PATH") or "usage.jsonl",
             injection=InjectionPolicy.read(env),
+            aoaifn_deployment=env.optional("AZURE_OPENAI_DEPLOYMENT"),
+            aoaifn_api_version=_aoaifn_api_version(env),
             capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),
             capture_max_bytes=env.integer("USAGE_CAPTURE_MAX_BYTES", 2048, minimum=0),
             eventhub_namespace=target.namespace if target else None,

@@ -106,6 +106,7 @@ class Call:
     # Why the call must not be forwarded (a path outside /openai/, a name Azure would refuse):
     # found while parsing, answered by the request path once the call can be recorded.
     problem: ProxyError | None = field(default=None)
+    route: str = field(default="")  # the RouteSpec that served the call
 
     @property
     def include_usage_requested(self) -> bool:
@@ -189,6 +190,7 @@ def describe_call(
         ),
         is_v1=path.startswith("/openai/v1/"),
         problem=problem,
+        route=spec.name,
     )
 
 

@@ -29,6 +29,7 @@ from .errors import (
 )
 from .inbound import Call, describe_call, read_body, with_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject
+from .origin import origin_target
 from .relay import RECORD_ID_HEADER, buffered, client_disconnect, is_event_stream, streamed
 from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
@@ -51,14 +52,22 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
         # No sink can be trusted with a bad configuration: the log line is the record.
         log.error("configuration error: %s", exc)
         return error_response(ServiceMisconfigured(str(exc)), record_id=None)
+    path_params, query = dict(request.path_params), request.url.query
+    misconfigured: ProxyError | None = None
+    if spec.upstream is not None:  # the origin's POST /api/aoaifn
+        try:
+            path_params, query = origin_target(runtime.settings, query)
+        except ProxyError as exc:
+            misconfigured = exc
     call = describe_call(
         spec=spec,
         method=request.method,
-        path_params=dict(request.path_params),
-        query=request.url.query,
+        path_params=path_params,
+        query=query,
         headers=request.headers.items(),
         request_path=request.scope.get("path"),
     )
+    call.problem = misconfigured or call.problem
     meter = _meter(runtime, call, started, started_at)
     emit = _emitter(runtime)
     try:

@@ -2,7 +2,8 @@
 
 Templates use the Azure Functions route syntax (`{name}`, `{*rest}` for a catch-all); the ASGI adapter
 translates them. Specific routes accept every method: a non-POST call on them (e.g. GET of stored
-chat completions) is relayed as a plain pass-through, like the catch-all.
+chat completions) is relayed as a plain pass-through, like the catch-all. One route lies outside
+that space: the origin's `POST /api/aoaifn` (see AOAIFN_ROUTE).
 """
 
 from __future__ import annotations
@@ -21,10 +22,13 @@ class RouteSpec:
     template: str  # Azure Functions route template, relative to the site root (routePrefix "")
     operation: Operation
     deployment_in_path: bool = False
+    # Where the call goes upstream when that is not where it came in (the origin's route).
+    upstream: str | None = None
+    methods: tuple[str, ...] = ALL_METHODS
 
     def upstream_path(self, path_params: dict[str, str]) -> str:
         """The template filled with the (lower-cased) route values; a missing one counts as empty."""
-        path = self.template.replace("{*path}", "{path}")
+        path = (self.upstream or self.template).replace("{*path}", "{path}")
         return "/" + path.format_map(_Blank(path_params))
 
 
@@ -32,6 +36,19 @@ class _Blank(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return ""
 
+
+# The single-file Function this project grew from (hieumoscow/Function-SSE-Proxy, its README's
+# "POST /api/aoaifn") took a chat-completions body there, the deployment and api-version coming
+# from its settings. Served for its clients: forwarded as a chat completion to the deployment
+# AZURE_OPENAI_DEPLOYMENT names, with AOAIFN_API_VERSION (aoai_proxy.origin fills both in).
+AOAIFN_ROUTE = RouteSpec(
+    "aoaifn",
+    "api/aoaifn",
+    "chat",
+    deployment_in_path=True,
+    upstream="openai/deployments/{deployment}/chat/completions",
+    methods=("POST",),
+)
 
 PROXY_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("chat_completions", "openai/deployments/{deployment}/chat/completions", "chat", True),
@@ -44,6 +61,7 @@ PROXY_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("responses", "openai/responses", "responses"),
     # Everything else under /openai/ (models, files, batches, stored responses...), all methods.
     RouteSpec("openai_passthrough", "openai/{*path}", "other"),
+    AOAIFN_ROUTE,
 )
 
 HEALTH_ROUTE = "healthz"

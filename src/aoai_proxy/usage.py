@@ -20,7 +20,7 @@ from .inbound import Call
 from .record_bounds import bounded
 from .sse import SSEEvent
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 # Every value of usage.source_reason (docs/usage-record.md explains each).
 NO_USAGE_REASONS = (
@@ -421,6 +421,7 @@ class UsageMeter:
             "caller": dict(call.caller.fields),
             "request": {
                 "method": call.method,
+                "route": call.route,
                 "path": call.path,
                 "operation": call.operation,
                 "deployment": call.deployment,

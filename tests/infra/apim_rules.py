@@ -448,26 +448,67 @@ def check_diagnostics_no_body(api_bicep: str) -> list[str]:
 
 
 def check_backend(api_bicep: str, named_value_var: str) -> list[str]:
-    """The backend sends `{{<named value>}}` (by the var holding its name) as x-functions-key."""
+    """Every backend sends `{{<named value>}}` (by the var holding its name) as x-functions-key,
+    over https with certificate checks."""
     backends = _of_type(api_bicep, "service/backends")
-    if len(backends) != 1:
-        return [f"expected one backend, found {len(backends)}"]
-    body = bt.strip_comments(backends[0].body)
+    if not backends:
+        return ["no backend"]
     problems = []
-    if not (bt.unquote(bt.get_path(body, "properties.url")) or "").startswith("https://"):
-        problems.append("backend url is not https")
-    header = bt.get_path(body, "properties.credentials.header") or ""
-    # Key mode only: `credentials: keyMode ? <var> : null`, the var holding {header: ...}.
-    mode_var = re.fullmatch(
-        r"keyMode\s*\?\s*(\w+)\s*:\s*null", bt.get_path(body, "properties.credentials") or ""
-    )
-    if mode_var:
-        header = bt.var_object(bt.strip_comments(api_bicep), mode_var.group(1)).get("header", "")
-    if "'x-functions-key'" not in header or "'{{${" + named_value_var + "}}}'" not in header:
-        problems.append("backend does not send the named value as x-functions-key")
-    for flag in ("validateCertificateChain", "validateCertificateName"):
-        if bt.get_path(body, f"properties.tls.{flag}") != "true":
-            problems.append(f"backend tls.{flag} is not true")
+    for backend in backends:
+        body = bt.strip_comments(backend.body)
+        if not (bt.unquote(bt.get_path(body, "properties.url")) or "").startswith("https://"):
+            problems.append(f"backend {backend.symbol} url is not https")
+        header = bt.get_path(body, "properties.credentials.header") or ""
+        # Key mode only: `credentials: keyMode ? <var> : null`, the var holding {header: ...}.
+        mode_var = re.fullmatch(
+            r"keyMode\s*\?\s*(\w+)\s*:\s*null", bt.get_path(body, "properties.credentials") or ""
+        )
+        if mode_var:
+            text = bt.strip_comments(api_bicep)
+            header = bt.var_object(text, mode_var.group(1)).get("header", "")
+        if "'x-functions-key'" not in header or "'{{${" + named_value_var + "}}}'" not in header:
+            problems.append(
+                f"backend {backend.symbol} does not send the named value as x-functions-key"
+            )
+        for flag in ("validateCertificateChain", "validateCertificateName"):
+            if bt.get_path(body, f"properties.tls.{flag}") != "true":
+                problems.append(f"backend {backend.symbol} tls.{flag} is not true")
+    return problems
+
+
+def backend_urls(api_bicep: str) -> dict[str, str]:
+    """Backend entity name (its `var` resolved) -> its URL as written."""
+    urls = {}
+    for backend in _of_type(api_bicep, "service/backends"):
+        body = bt.strip_comments(backend.body)
+        raw = (bt.get_path(body, "name") or "").strip()
+        name = bt.unquote(raw) if raw.startswith("'") else bicep_var(api_bicep, raw)
+        urls[name or raw] = bt.unquote(bt.get_path(body, "properties.url")) or ""
+    return urls
+
+
+def check_route_behind_operation(
+    api_bicep: str, operation_policy_xml: str, route_template: str, host: str
+) -> list[str]:
+    """A Function route outside the API's path (the origin's api/aoaifn) is reached by a POST
+    operation whose policy keeps the API policy (<base /> in every section) and picks a backend
+    whose URL followed by the operation's path is `https://<host>/<route>`."""
+    name = route_template.rsplit("/", 1)[-1]
+    if Operation("POST", "/" + name) not in operations(api_bicep):
+        return [f"no POST operation /{name} for the route {route_template}"]
+    problems = []
+    root = parse(operation_policy_xml)
+    for section in ("inbound", "backend", "outbound", "on-error"):
+        element = root.find(section)
+        if element is None or element.find("base") is None:
+            problems.append(f"the operation policy's {section} section has no <base />")
+    urls = backend_urls(api_bicep)
+    targets = {
+        urls.get(backend, "?") + "/" + name
+        for backend in references(operation_policy_xml)["backend"]
+    }
+    if targets != {f"https://{host}/{route_template}"}:
+        problems.append(f"the operation sends {route_template} to {sorted(targets)}")
     return problems
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.infra import apim_rules as rules
 from tests.infra import bicep_text as bt
 
-from aoai_proxy.routes import ALL_METHODS, HEALTH_ROUTE, PROXY_ROUTES
+from aoai_proxy.routes import ALL_METHODS, AOAIFN_ROUTE, HEALTH_ROUTE, PROXY_ROUTES
 
 MODULES = bt.INFRA / "modules"
 SERVICE = MODULES / "apim.bicep"
@@ -143,10 +143,31 @@ def test_the_backend_sends_the_host_key_over_verified_https(api: str) -> None:
 
 def test_every_route_the_function_serves_is_reachable_through_an_operation(api: str) -> None:
     ops = rules.operations(api)
-    templates = [route.template for route in PROXY_ROUTES]
+    templates = [route.template for route in PROXY_ROUTES if route is not AOAIFN_ROUTE]
     assert rules.check_routes_reachable(ops, templates, ALL_METHODS) == []
     # /healthz is a probe of the Function itself, outside the API's /openai path: not published.
     assert not HEALTH_ROUTE.startswith("openai/")
+
+
+HOST = "${functionAppHostName}"
+ORIGIN_POLICY = MODULES / "apim-aoaifn-operation-policy.xml"
+
+
+def test_the_origin_route_is_an_operation_sent_to_the_functions_api_path(api: str) -> None:
+    policy = ORIGIN_POLICY.read_text(encoding="utf-8")
+    assert AOAIFN_ROUTE.template == "api/aoaifn"
+    assert rules.check_route_behind_operation(api, policy, AOAIFN_ROUTE.template, HOST) == []
+    assert f"loadTextContent('{ORIGIN_POLICY.name}')" in api
+    # Broken copies: no operation, the /openai backend, the API policy skipped.
+    assert rules.check_route_behind_operation(
+        api.replace("urlTemplate: '/aoaifn'", "urlTemplate: '/origin'"), policy, "api/aoaifn", HOST
+    )
+    assert rules.check_route_behind_operation(
+        api, policy.replace("function-app-origin", "function-app"), "api/aoaifn", HOST
+    )
+    assert rules.check_route_behind_operation(
+        api, policy.replace("<backend>\n    <base />", "<backend>", 1), "api/aoaifn", HOST
+    )
 
 
 def test_a_route_no_operation_matches_is_reported(api: str) -> None:

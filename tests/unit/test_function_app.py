@@ -32,7 +32,7 @@ def test_every_proxy_route_is_an_http_function_with_function_auth(
         assert trigger["type"] == "httpTrigger"
         assert trigger["route"] == spec.template
         assert trigger["authLevel"] == "FUNCTION"
-        assert {"GET", "POST", "DELETE"} <= set(trigger["methods"])
+        assert set(trigger["methods"]) == set(spec.methods)
         assert bindings(functions[spec.name])[1] == {
             "direction": "OUT",
             "type": "http",
@@ -42,6 +42,19 @@ def test_every_proxy_route_is_an_http_function_with_function_auth(
 
 def test_catch_all_covers_everything_under_openai(functions: dict[str, Any]) -> None:
     assert bindings(functions["openai_passthrough"])[0]["route"] == "openai/{*path}"
+
+
+def test_the_origin_route_is_post_api_aoaifn(functions: dict[str, Any]) -> None:
+    trigger = bindings(functions["aoaifn"])[0]
+    assert trigger["route"] == "api/aoaifn"  # served at /api/aoaifn, like the origin's Function
+    assert trigger["methods"] == ["POST"]
+    assert trigger["authLevel"] == "FUNCTION"
+
+
+def test_openai_routes_serve_every_method(functions: dict[str, Any]) -> None:
+    for spec in PROXY_ROUTES:
+        if spec.template.startswith("openai/"):
+            assert {"GET", "POST", "DELETE"} <= set(bindings(functions[spec.name])[0]["methods"])
 
 
 def test_health_is_anonymous_get(functions: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ USAGE_COLUMNS: Columns = (
     ("ApimUserId", ("caller", "user_id")),
     ("ClientIp", ("caller", "client_ip")),
     ("Method", ("request", "method")),
+    ("Route", ("request", "route")),
     ("RequestPath", ("request", "path")),
     ("Operation", ("request", "operation")),
     ("Deployment", ("request", "deployment")),
