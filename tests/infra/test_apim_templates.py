@@ -139,6 +139,13 @@ def test_the_backend_sends_the_host_key_over_verified_https(api: str) -> None:
         api.replace("validateCertificateChain: true", "validateCertificateChain: false", 1),
         "functionKeyNamedValueName",
     )
+    # The origin's backend (the Function's /api path) is held to the same rules.
+    origin_url = "url: 'https://${functionAppHostName}/api'"
+    assert origin_url in api
+    assert rules.check_backend(
+        api.replace(origin_url, "url: 'http://${functionAppHostName}/api'"),
+        "functionKeyNamedValueName",
+    )
 
 
 def test_every_route_the_function_serves_is_reachable_through_an_operation(api: str) -> None:
