@@ -23,11 +23,23 @@ WORKBOOK: dict[str, Any] = json.loads(kql_check.WORKBOOK_JSON.read_text(encoding
 TABLES = kql_check.load_tables()
 
 
-def _analyze(queries: list[kql_check.Query]) -> list[kql_check.Problem]:
+def _run(queries: list[kql_check.Query]) -> list[kql_check.Analysis]:
     try:
-        return kql_check.analyze(TABLES, queries)
+        return kql_check.run(TABLES, queries)
     except kql_check.AnalyzerUnavailable as exc:  # the check must run in CI: never skip it
         pytest.fail(str(exc))
+
+
+def _analyze(queries: list[kql_check.Query]) -> list[kql_check.Problem]:
+    return [p for a in _run(queries) for p in a.problems]
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict[str, kql_check.Analysis]:
+    """Every shipped query (workbook, alerts, doc) bound once, by source."""
+    queries, problems = kql_check.all_queries()
+    assert problems == []
+    return {a.query.source: a for a in _run(queries)}
 
 
 def _query_item(workbook: dict[str, Any], name: str) -> dict[str, Any]:
@@ -36,16 +48,16 @@ def _query_item(workbook: dict[str, Any], name: str) -> dict[str, Any]:
     return items[0]["content"]
 
 
-def test_every_shipped_query_binds_against_the_declared_tables() -> None:
-    queries, problems = kql_check.all_queries()
-    sources = {q.source.split(" (variant")[0] for q in queries}
+def test_every_shipped_query_binds_against_the_declared_tables(
+    shipped: dict[str, kql_check.Analysis],
+) -> None:
+    sources = {s.split(" (variant")[0] for s in shipped}
     # Something of each kind was found: an empty list would pass vacuously.
     assert sum(s.startswith("workbook item") for s in sources) >= 12
     assert sum(s.startswith("workbook parameter") for s in sources) == 2
     assert sum(s.startswith("alert query") for s in sources) == 4
     assert sum(s.startswith("usage-analytics.md") for s in sources) >= 3
-    problems += _analyze(queries)
-    assert [str(p) for p in problems] == []
+    assert [str(p) for a in shipped.values() for p in a.problems] == []
 
 
 def test_parameters_are_replaced_by_typed_values_in_every_shape() -> None:
@@ -203,3 +215,79 @@ def test_alerts_bicep_loads_every_alert_query_and_fills_its_placeholders() -> No
             assert (
                 f"replace(loadTextContent('../analytics/alerts/{path.name}'), '{{{name}}}'" in text
             )
+
+
+# ---------------------------------------------------------------- what the queries return
+
+NUMERIC = {"int", "long", "real", "decimal"}
+
+
+def _alert_rules() -> list[dict[str, str]]:
+    """Each rule of alerts.bicep: its query file, measure column and dimension column."""
+    text = bt.read(bt.INFRA / "modules" / "alerts.bicep")
+    files = dict(
+        re.findall(
+            r"^\s*(\w+): replace\(loadTextContent\('\.\./analytics/alerts/([\w-]+\.kql)'\)",
+            text,
+            re.MULTILINE,
+        )
+    )
+    rules_body = text.split("var rules = [", 1)[1].split("\n]\n", 1)[0]
+    rules = []
+    for block in re.split(r"\n  \{\n", rules_body)[1:]:
+        # One `key: value` a line (descriptions hold escaped quotes, so no generic parser).
+        entries = dict(
+            re.findall(r"^    (name|query|measure|dimension): (.+)$", block, re.MULTILINE)
+        )
+        query = entries["query"]
+        m = re.fullmatch(r"loadTextContent\('\.\./analytics/alerts/([\w-]+\.kql)'\)", query)
+        file = m.group(1) if m else files[query.removeprefix("withMinCalls.")]
+        rules.append(
+            {
+                "name": bt.unquote(entries["name"]) or "",
+                "file": file,
+                "measure": bt.unquote(entries["measure"]) or "",
+                "dimension": bt.unquote(entries["dimension"]) or "",
+            }
+        )
+    return rules
+
+
+def test_each_alert_query_returns_the_columns_its_rule_reads(
+    shipped: dict[str, kql_check.Analysis],
+) -> None:
+    # Rules skip deploy-time query validation, so a measure or dimension the query does not
+    # return would only fail once the rule runs in Azure: checked here instead.
+    rules = _alert_rules()
+    assert {r["name"] for r in rules} == {
+        "throttled-rate",
+        "error-rate",
+        "daily-tokens",
+        "missing-usage-records",
+    }
+    for rule in rules:
+        analysis = shipped[f"alert query {rule['file']}"]
+        assert analysis.problems == []
+        assert analysis.columns.get(rule["measure"]) in NUMERIC, (rule, analysis.columns)
+        if rule["dimension"]:
+            assert analysis.columns.get(rule["dimension"]) == "string", (rule, analysis.columns)
+
+
+def test_workbook_visualizations_get_the_columns_they_are_set_up_for(
+    shipped: dict[str, kql_check.Analysis],
+) -> None:
+    analyses = shipped
+    for item in WORKBOOK["items"]:
+        content = item["content"]
+        if item["type"] != 3:
+            continue
+        columns = analyses[f"workbook item '{item['name']}' (variant 1)"].columns
+        assert columns, item["name"]
+        if content["visualization"] == "timechart":
+            assert "datetime" in columns.values(), item["name"]
+            assert NUMERIC & set(columns.values()), item["name"]
+        for part in content.get("tileSettings", {}).values():
+            if isinstance(part, dict) and "columnMatch" in part:
+                assert part["columnMatch"] in columns, (item["name"], part["columnMatch"])
+    tiles = analyses["workbook item 'tiles' (variant 1)"].columns
+    assert tiles == {"Metric": "string", "Value": "real", "Order": "int"}

@@ -268,8 +268,17 @@ class AnalyzerUnavailable(RuntimeError):
     """Node or the npm package is missing."""
 
 
-def analyze(tables: Mapping[str, list[dict[str, str]]], queries: list[Query]) -> list[Problem]:
-    """Errors the Kusto language service reports for each query (warnings are not failures)."""
+@dataclass(frozen=True)
+class Analysis:
+    """What the language service found for one query: its errors and the columns it returns."""
+
+    query: Query
+    problems: list[Problem]
+    columns: dict[str, str]  # name -> Kusto type (string, long, real, datetime, ...)
+
+
+def run(tables: Mapping[str, list[dict[str, str]]], queries: list[Query]) -> list[Analysis]:
+    """Bind every query with the Kusto language service; errors only (warnings are not failures)."""
     node = shutil.which("node")
     if node is None:
         raise AnalyzerUnavailable("Node.js is not installed: run `npm install` after installing it")
@@ -290,9 +299,10 @@ def analyze(tables: Mapping[str, list[dict[str, str]]], queries: list[Query]) ->
     )
     if done.returncode != 0:
         raise RuntimeError(f"analyze.cjs failed: {done.stderr.strip()}")
-    problems = []
+    analyses = []
     for result in json.loads(done.stdout):
         query = queries[int(result["id"])]
+        problems = []
         for d in result["diagnostics"]:
             if d["severity"] != "Error":
                 continue
@@ -301,7 +311,14 @@ def analyze(tables: Mapping[str, list[dict[str, str]]], queries: list[Query]) ->
             problems.append(
                 Problem(query.source, f"line {line}: {d['code']} {d['message']} ({snippet!r})")
             )
-    return problems
+        columns = {c["name"]: c["type"] for c in result["columns"]}
+        analyses.append(Analysis(query, problems, columns))
+    return analyses
+
+
+def analyze(tables: Mapping[str, list[dict[str, str]]], queries: list[Query]) -> list[Problem]:
+    """Errors the Kusto language service reports for each query."""
+    return [p for a in run(tables, queries) for p in a.problems]
 
 
 def all_queries() -> tuple[list[Query], list[Problem]]:
@@ -324,19 +341,3 @@ def main() -> int:
     queries, _ = all_queries()
     print(f"kql-check: {len(queries)} queries, {len(problems)} problems")
     return 1 if problems else 0
-
-
-__all__ = [
-    "AnalyzerUnavailable",
-    "Problem",
-    "Query",
-    "all_queries",
-    "analyze",
-    "check",
-    "doc_queries",
-    "expand",
-    "load_tables",
-    "main",
-    "price_rows",
-    "workbook_queries",
-]

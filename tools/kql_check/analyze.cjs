@@ -2,7 +2,8 @@
 // the Kusto.Language library compiled to JavaScript: the same parser and binder as the Kusto tools).
 // Input on stdin: {"tables": {"<Table>": [{"name", "type"}]}, "queries": [{"id", "text"}]}, types being
 // Log Analytics table column types (string, int, long, real, boolean, dateTime, guid, dynamic).
-// Output on stdout: [{"id", "diagnostics": [{"severity", "code", "message", "start", "end"}]}].
+// Output on stdout: [{"id", "diagnostics": [{"severity", "code", "message", "start", "end"}],
+// "columns": [{"name", "type"}] (the result's columns, Kusto type names; [] when not tabular)}].
 // Every query is bound against a database holding exactly those tables, so an unknown table, column or
 // function is an error (KS142 / KS211 ...), as is any syntax error. kql_check/__init__.py drives this.
 'use strict';
@@ -51,7 +52,15 @@ function analyze(input) {
       start: d.Start,
       end: d.End,
     }));
-    return { id: q.id, diagnostics };
+    const result = code.ResultType;
+    const columns =
+      result && result.Columns
+        ? globalThis.Bridge.toArray(result.Columns).map((c) => ({
+            name: String(c.Name),
+            type: String(c.Type.Name),
+          }))
+        : [];
+    return { id: q.id, diagnostics, columns };
   });
 }
 
