@@ -17,6 +17,10 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
 5. Entra mode (APIM_FUNCTION_AUTH=entra): a call straight to the Function App without a token, and one
    with a forged X-MS-CLIENT-PRINCIPAL naming APIM's identity, must both get 401. Once this whole test
    passes in your subscription, Entra mode can be your default (docs/deploy.md#function-authentication).
+6. Sends hostile paths through the gateway with the key (`/openai/%2e%2e/healthz` and friends:
+   encoded dot segments, double encoding, CR/LF, empty segments), byte for byte over a raw TLS socket
+   (HTTP client libraries normalise such paths), and fails on any 2xx: what APIM, the Azure front end
+   and the Functions host do with them cannot be seen offline (docs/http-protocol.md, Limits).
 
 New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
 key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
@@ -27,15 +31,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
+import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -628,6 +636,88 @@ def render_refusals(refusals: Sequence[Refusal]) -> str:
     )
 
 
+# ---------------------------------------------------------------- hostile paths
+
+PROBE_TIMEOUT_SECONDS = 30.0
+# (method, request target) sent byte for byte; none may be answered 2xx. {v} is the api-version.
+PATH_PROBES: tuple[tuple[str, str], ...] = (
+    ("GET", "/openai/%2e%2e/healthz"),
+    ("GET", "/openai/%2E%2E/healthz"),
+    ("GET", "/openai/..%2f..%2fhealthz"),
+    ("GET", "/openai/..%5c..%5chealthz"),
+    ("GET", "/openai/%252e%252e/healthz"),
+    ("GET", "/openai/../healthz"),
+    ("POST", "/openai/%2e%2e/%2e%2e/etc/passwd"),
+    ("POST", "/openai/deployments/a%0d%0aX-Evil:1/chat/completions?api-version={v}"),
+    ("GET", "/openai/./models?api-version={v}"),
+    ("GET", "/openai//models?api-version={v}"),
+)
+
+
+@dataclass
+class ProbeOutcome:
+    method: str
+    target: str
+    status: int | None
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Refused in any way (4xx, 5xx, a closed connection) but never served."""
+        return self.status is None or not 200 <= self.status < 300
+
+
+def raw_exchange(base_url: str, method: str, target: str, headers: Mapping[str, str]) -> int | None:
+    """One request whose target goes out exactly as given (over TLS for https); the status, or
+    None when the connection closed without an answer."""
+    url = urlsplit(base_url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.hostname or ""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {url.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append("Content-Length: 0")
+    wire = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+    head = b""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(
+            socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS)
+        )
+        if url.scheme == "https":
+            context = ssl.create_default_context()
+            sock = stack.enter_context(context.wrap_socket(sock, server_hostname=host))
+        sock.sendall(wire)
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            head += chunk
+    status_line = head.split(b"\r\n", 1)[0].split(b" ")
+    return int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
+
+
+def probe_paths(
+    settings: Settings, key: str, exchange: Callable[..., int | None] = raw_exchange
+) -> list[ProbeOutcome]:
+    outcomes = []
+    for method, template in PATH_PROBES:
+        target = template.replace("{v}", settings.api_version)
+        try:
+            status = exchange(settings.gateway_url, method, target, {"api-key": key})
+            outcomes.append(ProbeOutcome(method, target, status))
+        except OSError as exc:
+            outcomes.append(ProbeOutcome(method, target, None, f"{type(exc).__name__}: {exc}"))
+    return outcomes
+
+
+def render_probes(probes: Sequence[ProbeOutcome]) -> str:
+    lines = ["hostile path probes (any 2xx fails):"]
+    for probe in probes:
+        shown = str(probe.status) if probe.status is not None else (probe.error or "closed")
+        verdict = "PASS" if probe.passed else "FAIL"
+        lines.append(f"  {verdict}  {shown:<5} {probe.method} {probe.target}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- wiring
 
 
@@ -700,7 +790,13 @@ def run(env: Mapping[str, str]) -> int:
     print(render_table(outcomes, checks))
     if refusals:
         print(render_refusals(refusals))
-    ok = passed(outcomes, checks) and all(r.passed for r in refusals)
+    probes = probe_paths(settings, key)
+    print(render_probes(probes))
+    ok = (
+        passed(outcomes, checks)
+        and all(r.passed for r in refusals)
+        and all(probe.passed for probe in probes)
+    )
     print("smoke test: PASS" if ok else "smoke test: FAIL")
     return 0 if ok else 1
 

@@ -127,7 +127,7 @@ class RecordingUpstream:
                     b"x-ms-region: Local\r\ncontent-length: "
                     + str(len(ANSWER)).encode()
                     + b"\r\n\r\n"
-                    + ANSWER
+                    + (b"" if request.method == b"HEAD" else ANSWER)
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):

@@ -512,3 +512,42 @@ def test_a_documented_usage_record_joins_a_gateway_event_from_the_policy() -> No
     (check,) = st.match([call], [event, record])
     assert check.passed, check.detail
     assert check.tokens == record["usage"]["total_tokens"]
+
+
+# ---------------------------------------------------------------- hostile path probes
+
+
+def test_hostile_paths_go_out_byte_for_byte_and_any_2xx_fails(recording_upstream: Any) -> None:
+    """The recording upstream answers 200 to everything: a gateway that served these paths."""
+    settings = st.Settings.from_env({**ENV, "APIM_GATEWAY_URL": recording_upstream.base_url})
+
+    probes = st.probe_paths(settings, "the-key")
+
+    sent = [
+        (m.encode(), t.replace("{v}", settings.api_version).encode()) for m, t in st.PATH_PROBES
+    ]
+    received = [(r.method, r.target) for r in recording_upstream.requests]
+    assert received == sent
+    assert b"/openai/%2e%2e/healthz" in [target for _, target in received]
+    assert all(r.header(b"api-key") == b"the-key" for r in recording_upstream.requests)
+    assert [p.status for p in probes] == [200] * len(st.PATH_PROBES)
+    assert not any(p.passed for p in probes)
+    assert st.render_probes(probes).count("FAIL") == len(st.PATH_PROBES)
+
+
+def test_hostile_paths_refused_in_any_way_pass() -> None:
+    answers = iter([400, 404, None, 502, 401, 400, 400, 400, 400, 400])
+
+    def refusing(base_url: str, method: str, target: str, headers: dict[str, str]) -> int | None:
+        return next(answers)
+
+    probes = st.probe_paths(SETTINGS, "k", exchange=refusing)
+    assert len(probes) == len(st.PATH_PROBES)
+    assert all(p.passed for p in probes)
+    assert "FAIL" not in st.render_probes(probes)
+
+
+def test_an_unreachable_gateway_is_reported_per_probe_not_raised(free_port: int) -> None:
+    settings = st.Settings.from_env({**ENV, "APIM_GATEWAY_URL": f"http://127.0.0.1:{free_port}"})
+    probes = st.probe_paths(settings, "k")
+    assert all(p.status is None and p.error for p in probes)
