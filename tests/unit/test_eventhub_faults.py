@@ -513,3 +513,26 @@ async def test_during_an_outage_dead_letter_blobs_gather_records_within_bounds(
     assert sink.health()["max_ms_in_memory"] < 1_500  # 0.3 s of gathering, not 10 s in memory
     stored = record_ids(memory_deadletter.records)
     assert sorted(stored) == sorted(record_ids(small + large))
+
+
+async def test_a_hub_that_connects_but_refuses_sends_is_probed_ever_less_often(
+    hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Throttling: the probe's connection succeeds, the next send fails. The back-off keeps growing
+    until a send succeeds, so the sink does not flap every initial back-off; no record is lost."""
+    caplog.set_level(logging.INFO, logger="aoai_proxy.sinks.eventhub")
+    hub.fail_sends = 1_000_000
+    sink = make_sink(memory_deadletter, retry_initial_seconds=0.02, retry_max_seconds=0.32)
+    records = [usage_record(n=i) for i in range(150)]
+    for record in records:  # 1.5 s of traffic
+        sink.submit(record)
+        await asyncio.sleep(0.01)
+    await eventually(lambda: sink.counters.dead_lettered == 150, what="150 dead-lettered")
+    await sink.aclose()
+
+    recoveries = [
+        r for r in caplog.records if r.getMessage().startswith("usage_delivery_recovered")
+    ]
+    print(f"\n{len(recoveries)} probe successes, {hub.failed_sends} failed sends in 1.5 s")
+    assert len(recoveries) <= 10  # 0.02, 0.04, ... 0.32 s apart; it was one every 0.02 s (~50)
+    assert sorted(record_ids(memory_deadletter.records)) == sorted(record_ids(records))

@@ -277,6 +277,7 @@ class EventHubSink:
         except BaseException:  # cancelled by aclose(): the batches already accepted count as sent
             self._settle(unsent, [])
             raise
+        self._backoff = self._retry_initial
         items = {id(item.encoded): item for item in self._pending}
         self._settle(unsent, too_large)
         if too_large:
@@ -342,12 +343,12 @@ class EventHubSink:
         self._discard_producers()
 
     def _recovered(self) -> None:
+        # The back-off is reset only by a send that succeeds: a hub that takes connections but
+        # refuses sends (throttling) is probed ever less often instead of every 0.5 s.
         if self._degraded_since is not None:
             seconds = round(time.monotonic() - self._degraded_since, 3)
             self._degraded_since = None
             self._log_state("usage_delivery_recovered", logging.INFO, degraded_seconds=seconds)
-        self._next_attempt = 0.0
-        self._backoff = self._retry_initial
 
     # -- dead letters ----------------------------------------------------------------------------
 
