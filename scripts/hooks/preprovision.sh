@@ -12,7 +12,9 @@
 #
 # The state is read from Azure every time, not remembered, so a fresh pipeline runner (whose azd
 # environment has no outputs yet) decides the same as a laptop. A probe that fails stops the provision:
-# guessing could overwrite a live key. In Entra mode (APIM_FUNCTION_AUTH=entra) it only makes sure the
+# guessing could overwrite a live key. If an azd version did not pick up a value a hook sets before it
+# loads the parameters (fixed in Azure/azure-dev#1714, reload made explicit in #6063/#6064), Bicep
+# sees its default, `keep`: nothing is overwritten, the worst case is no update of the named value. In Entra mode (APIM_FUNCTION_AUTH=entra) it only makes sure the
 # app registration's per-environment suffix exists.
 # Reads AZURE_SUBSCRIPTION_ID and AZURE_ENV_NAME (azd sets both), optional AZURE_RESOURCE_GROUP,
 # APIM_FUNCTION_AUTH, ENTRA_APP_UNIQUE_SUFFIX.
