@@ -24,7 +24,7 @@ CALLER_HEADERS = {
     "x-apim-client-ip": "client_ip",
 }
 
-# Never forwarded upstream: hop-by-hop headers (RFC 9110 section 7.6.1), what httpx recomputes,
+# Never forwarded upstream: hop-by-hop headers (RFC 9110 section 7.6.1), what the client recomputes,
 # the caller's credentials (upstream gets our Entra token only), and what the Functions front end
 # and APIM add about the inbound hop.
 _DROP_EXACT = frozenset(

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import httpx
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -30,9 +29,10 @@ from .errors import (
 from .inbound import Call, describe_call, read_body, with_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject
 from .origin import origin_target
-from .relay import RECORD_ID_HEADER, buffered, client_disconnect, is_event_stream, streamed
+from .relay import RECORD_ID_HEADER, buffered, client_disconnect, streamed
 from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
+from .upstream import UpstreamBodyError, UpstreamResponse
 from .usage import UsageMeter, now_ms
 
 log = logging.getLogger(__name__)
@@ -112,28 +112,32 @@ async def forward(
     meter.injected = reason is None
     meter.injection_skipped_reason = reason
     upstream = await _open(runtime, call, body, deadline)
-    if meter.injected and upstream.status_code == 400 and not is_event_stream(upstream):
-        await _read_error(upstream)
-        if rejects_stream_options(upstream.status_code, upstream.content):
-            # Upstream does not know stream_options here: resend the caller's own body. Remember it
-            # only when the caller's body had none and that resend was accepted.
-            upstream = await _open(runtime, call, call.body, deadline)
-            meter.injected = False
-            meter.injection_skipped_reason = "api_version_rejected_stream_options"
-            if "stream_options" not in (call.payload or {}) and upstream.status_code != 400:
-                runtime.rejected_versions.add(call)
-    meter.upstream_headers(upstream.status_code, upstream.headers)
-    if is_event_stream(upstream):
+    if meter.injected and await _refuses_stream_options(upstream):
+        # Upstream does not know stream_options here: resend the caller's own body. Remember it
+        # only when the caller's body had none and that resend was accepted.
+        upstream = await _open(runtime, call, call.body, deadline)
+        meter.injected = False
+        meter.injection_skipped_reason = "api_version_rejected_stream_options"
+        if "stream_options" not in (call.payload or {}) and upstream.status != 400:
+            runtime.rejected_versions.add(call)
+    meter.upstream_headers(upstream.status, upstream.headers)
+    if upstream.is_event_stream:
         return streamed(upstream, meter, emit, uninject if meter.injected else None)
     try:
         return await buffered(upstream, meter, emit, deadline)
-    except (TimeoutError, httpx.TimeoutException) as exc:
-        raise UpstreamTimeout(
-            f"Azure OpenAI did not finish the response within {settings.response_timeout:g} s. "
-            "Long generations should use stream=true."
-        ) from exc
-    except httpx.TransportError as exc:
+    except TimeoutError as exc:
+        raise _unfinished(settings.response_timeout) from exc
+    except UpstreamBodyError as exc:
+        if exc.timed_out:
+            raise _unfinished(settings.response_timeout) from exc
         raise UpstreamUnreachable("The connection to Azure OpenAI failed mid-response.") from exc
+
+
+def _unfinished(timeout: float) -> UpstreamTimeout:
+    return UpstreamTimeout(
+        f"Azure OpenAI did not finish the response within {timeout:g} s. "
+        "Long generations should use stream=true."
+    )
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
@@ -171,7 +175,7 @@ async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -
     return _answer_with_error(runtime, _meter(runtime, call, now_ms(), datetime.now(UTC)), error)
 
 
-async def _open(runtime: Runtime, call: Call, body: bytes, deadline: float) -> httpx.Response:
+async def _open(runtime: Runtime, call: Call, body: bytes, deadline: float) -> UpstreamResponse:
     return await runtime.upstream.open(
         call.method,
         call.path,
@@ -183,11 +187,20 @@ async def _open(runtime: Runtime, call: Call, body: bytes, deadline: float) -> h
     )
 
 
-async def _read_error(upstream: httpx.Response) -> None:
+async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
+    """A 400 naming stream_options. Its body is read (and kept, for the relay) first."""
+    if upstream.status != 400 or upstream.is_event_stream:
+        return False
+    return rejects_stream_options(upstream.status, await _read_error(upstream))
+
+
+async def _read_error(upstream: UpstreamResponse) -> bytes:
     try:
-        await upstream.aread()
+        return await upstream.read()
+    except UpstreamBodyError as exc:
+        raise UpstreamUnreachable("The connection to Azure OpenAI failed mid-response.") from exc
     finally:
-        await upstream.aclose()
+        upstream.close()
 
 
 def _meter(runtime: Runtime, call: Call, started: float, started_at: datetime) -> UsageMeter:

@@ -11,80 +11,77 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 
-import httpx
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from .errors import stream_error_event
 from .sse import SSEFramer, parse_event
+from .upstream import RawHeaders, UpstreamBodyError, UpstreamResponse
 from .usage import UsageMeter, now_ms
 
 log = logging.getLogger(__name__)
 
 RECORD_ID_HEADER = "x-usage-record-id"
+_RECORD_ID_RAW = RECORD_ID_HEADER.encode()
 
 # Response headers worth relaying: Azure's request ids, region, rate-limit state and retry hints.
 _FORWARD_EXACT = frozenset(
     {
-        "content-type",
-        "apim-request-id",
-        "x-request-id",
-        "x-ms-region",
-        "x-ms-client-request-id",
-        "x-ms-deployment-name",
-        "retry-after",
-        "retry-after-ms",
-        "azureml-model-session",
-        "openai-processing-ms",
-        "policy-id",
-        "x-ms-rai-invoked",
+        b"content-type",
+        b"apim-request-id",
+        b"x-request-id",
+        b"x-ms-region",
+        b"x-ms-client-request-id",
+        b"x-ms-deployment-name",
+        b"retry-after",
+        b"retry-after-ms",
+        b"azureml-model-session",
+        b"openai-processing-ms",
+        b"policy-id",
+        b"x-ms-rai-invoked",
     }
 )
-_FORWARD_PREFIXES = ("x-ratelimit-", "x-rate-limit-")
+_FORWARD_PREFIXES = (b"x-ratelimit-", b"x-rate-limit-")
 
 Finish = Callable[[UsageMeter], None]
 EventFilter = Callable[[Iterable[bytes]], bytes]
 
 
-def relayed_headers(upstream: httpx.Headers, meter: UsageMeter) -> dict[str, str]:
-    headers = {
-        name: value
-        for name, value in upstream.items()
-        if name in _FORWARD_EXACT or name.startswith(_FORWARD_PREFIXES)
-    }
-    headers[RECORD_ID_HEADER] = meter.record_id
+def relayed_headers(upstream: UpstreamResponse, meter: UsageMeter) -> RawHeaders:
+    """The upstream's headers worth relaying, as their exact bytes (non-ASCII values included)."""
+    headers = [
+        (lowered, value)
+        for name, value in upstream.raw_headers
+        if (lowered := name.lower()) in _FORWARD_EXACT or lowered.startswith(_FORWARD_PREFIXES)
+    ]
+    headers.append((_RECORD_ID_RAW, meter.record_id.encode()))
     return headers
 
 
-def is_event_stream(response: httpx.Response) -> bool:
-    content_type: str = response.headers.get("content-type", "")
-    return content_type.startswith("text/event-stream")
-
-
 async def buffered(
-    upstream: httpx.Response, meter: UsageMeter, finish: Finish, deadline: float
+    upstream: UpstreamResponse, meter: UsageMeter, finish: Finish, deadline: float
 ) -> Response:
     """A non-streamed response: read it whole (by `deadline`, event-loop time), then answer byte
     for byte. The record is emitted once the body has been sent (or the send failed)."""
     try:
         async with asyncio.timeout_at(deadline):
-            body = await upstream.aread()
+            body = await upstream.read()
     finally:
-        await upstream.aclose()
+        upstream.close()
     _metered(meter.observe_body, body)
     return RecordedResponse(
         body,
-        status_code=upstream.status_code,
-        headers=relayed_headers(upstream.headers, meter),
+        status_code=upstream.status,
+        headers=relayed_headers(upstream, meter),
         meter=meter,
         finish=finish,
     )
 
 
 def streamed(
-    upstream: httpx.Response,
+    upstream: UpstreamResponse,
     meter: UsageMeter,
     finish: Finish,
     event_filter: EventFilter | None,
@@ -94,13 +91,13 @@ def streamed(
         upstream=upstream,
         meter=meter,
         finish=finish,
-        status_code=upstream.status_code,
-        headers=relayed_headers(upstream.headers, meter),
+        status_code=upstream.status,
+        headers=relayed_headers(upstream, meter),
     )
 
 
 async def _relay_events(
-    upstream: httpx.Response,
+    upstream: UpstreamResponse,
     meter: UsageMeter,
     finish: Finish,
     event_filter: EventFilter | None,
@@ -108,7 +105,7 @@ async def _relay_events(
     framer = SSEFramer()
     try:
         try:
-            async for chunk in upstream.aiter_raw():
+            while chunk := await upstream.read_chunk():
                 received = now_ms()
                 events = framer.feed(chunk)
                 if not events:
@@ -127,9 +124,9 @@ async def _relay_events(
                 yield out
             if rest:
                 _metered(_observe, meter, [rest], now_ms())
-        except httpx.HTTPError as exc:
-            log.warning("upstream stream failed after %d bytes: %r", meter.response_bytes, exc)
-            if isinstance(exc, httpx.TimeoutException):
+        except UpstreamBodyError as exc:
+            log.warning("upstream stream failed after %d bytes: %s", meter.response_bytes, exc)
+            if exc.timed_out:
                 code = "upstream_timeout"
                 message = "Azure OpenAI sent nothing for too long; the response is incomplete."
             else:
@@ -144,7 +141,7 @@ async def _relay_events(
         meter.disconnected()
         raise
     finally:
-        await upstream.aclose()
+        upstream.close()
         finish(meter)
 
 
@@ -176,13 +173,14 @@ class RelayStreamingResponse(StreamingResponse):
         self,
         content: AsyncIterator[bytes],
         *,
-        upstream: httpx.Response,
+        upstream: UpstreamResponse,
         meter: UsageMeter,
         finish: Finish,
         status_code: int,
-        headers: Mapping[str, str],
+        headers: RawHeaders,
     ) -> None:
-        super().__init__(content, status_code=status_code, headers=headers)
+        super().__init__(content, status_code=status_code)
+        self.raw_headers = headers
         self._generator = content
         self._upstream = upstream
         self._meter = meter
@@ -202,7 +200,7 @@ class RelayStreamingResponse(StreamingResponse):
             if aclose is not None:
                 await aclose()
             if not self._meter.finished:
-                await self._upstream.aclose()
+                self._upstream.close()
                 self._meter.disconnected()
                 self._finish(self._meter)
         error = None if streaming.cancelled() else streaming.exception()
@@ -236,11 +234,12 @@ class RecordedResponse(Response):
         content: bytes,
         *,
         status_code: int,
-        headers: Mapping[str, str],
+        headers: RawHeaders,
         meter: UsageMeter,
         finish: Finish,
     ) -> None:
-        super().__init__(content, status_code=status_code, headers=headers)
+        super().__init__(content, status_code=status_code)  # sets content-length
+        self.raw_headers += headers
         self._meter = meter
         self._finish = finish
 
