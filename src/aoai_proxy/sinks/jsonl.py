@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .base import UsageRecord
 
@@ -15,10 +15,15 @@ log = logging.getLogger(__name__)
 
 
 class JsonlFileSink:
-    """Appends one JSON line per record, from a background task so the event loop never waits on disk."""
+    """Appends one JSON line per record, from a background task so the event loop never waits on disk.
+
+    The file stays open between records (opening it per record cost more than the write); each
+    batch is one buffered write, flushed, so a reader sees whole lines.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
+        self._file: TextIO | None = None
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._written = 0
@@ -44,14 +49,29 @@ class JsonlFileSink:
                 log.exception("could not write %d usage records to %s", len(lines), self._path)
 
     def _append(self, lines: list[str]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        with self._path.open("a", encoding="utf-8") as file:
-            file.write("".join(line + "\n" for line in lines))
+        try:
+            if self._file is None:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self._path.open("a", encoding="utf-8")
+            self._file.write("".join(line + "\n" for line in lines))
+            self._file.flush()
+        except OSError:
+            self._close_file()  # reopened for the next batch
+            raise
+
+    def _close_file(self) -> None:
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                log.exception("could not close %s", self._path)
 
     async def aclose(self) -> None:
         if self._writer is not None:
             await self._writer
         await self._drain()
+        self._close_file()
 
     def health(self) -> Mapping[str, Any]:
         return {
