@@ -3,7 +3,7 @@
 Below any HTTP framework on purpose: confinement tests assert on the request line as it crossed
 the socket (a framework, or the client's URL object, would already have normalised it). It speaks
 just enough HTTP/1.1 for the proxy's client: keep-alive, Content-Length or chunked bodies, and one
-fixed Azure-shaped chat completion as the answer.
+fixed Azure-shaped chat completion as the answer, or any bytes a test writes (`respond`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -70,9 +71,17 @@ class ReceivedRequest:
         return next((value for key, value in self.headers if key == name.lower()), None)
 
 
+Respond = Callable[["ReceivedRequest", asyncio.StreamWriter], Awaitable[None]]
+
+
 class RecordingUpstream:
-    def __init__(self) -> None:
+    """With `respond`, each connection serves one request: `respond` writes the answer, and the
+    client's next move, its close, is noted in `closed` even while `respond` still runs."""
+
+    def __init__(self, respond: Respond | None = None) -> None:
         self.requests: list[ReceivedRequest] = []
+        self.closed: list[ReceivedRequest] = []
+        self._respond = respond
         self.base_url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -121,7 +130,11 @@ class RecordingUpstream:
                 head = await reader.readuntil(b"\r\n\r\n")
                 request = ReceivedRequest(head, b"")
                 body = await _read_body(reader, request)
-                self.requests.append(ReceivedRequest(head, body))
+                request = ReceivedRequest(head, body)
+                self.requests.append(request)
+                if self._respond is not None:
+                    await self._answer(request, reader, writer)
+                    return
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     b"x-ms-region: Local\r\ncontent-length: "
@@ -134,6 +147,28 @@ class RecordingUpstream:
             pass
         finally:
             writer.close()
+
+    async def _answer(
+        self, request: ReceivedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        assert self._respond is not None
+        watcher = asyncio.ensure_future(reader.read())
+        watcher.add_done_callback(lambda task: task.cancelled() or self.closed.append(request))
+        try:
+            await self._respond(request, writer)
+            await writer.drain()
+            await watcher
+        finally:
+            watcher.cancel()
+
+    def wait_closed(self, request: ReceivedRequest, timeout: float) -> bool:
+        """Whether the client closed the connection of `request` within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not any(closed is request for closed in self.closed):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
 
 async def _read_body(reader: asyncio.StreamReader, request: ReceivedRequest) -> bytes:

@@ -1,5 +1,6 @@
 """The upstream client, byte by byte: what reaches Azure OpenAI and what comes back, against a raw
-TCP upstream on 127.0.0.1 that records the exact request bytes and answers with scripted bytes.
+TCP upstream on 127.0.0.1 (tests/recording_upstream.py) that records the exact request bytes and
+answers with scripted bytes.
 
 Raw sockets on both sides, because HTTP libraries normalise exactly what these tests look at
 (header bytes, order, additions)."""
@@ -7,18 +8,16 @@ Raw sockets on both sides, because HTTP libraries normalise exactly what these t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from tests.conftest import ProxyServer
+from tests.raw_http import RawResponse, exchange
+from tests.recording_upstream import ReceivedRequest, RecordingUpstream, Respond
 
 from aoai_proxy.asgi import create_app as create_proxy_app
 from aoai_proxy.config import Settings
@@ -28,112 +27,19 @@ CHAT = f"/openai/deployments/gpt-4o-mini/chat/completions?api-version={API_VERSI
 WAIT_S = 10.0
 
 
-@dataclass
-class Received:
-    head: bytes  # request line and headers, as sent
-    body: bytes
-    closed: asyncio.Event = field(default_factory=asyncio.Event)  # the client closed its side
-
-    @property
-    def request_line(self) -> bytes:
-        return self.head.split(b"\r\n", 1)[0]
-
-    @property
-    def header_lines(self) -> list[bytes]:
-        return self.head.split(b"\r\n")[1:]
-
-
-Respond = Callable[[Received, asyncio.StreamWriter], Awaitable[None]]
-
-
-class RawUpstream:
-    """An HTTP/1.1 origin on a raw asyncio socket in its own thread: records each request's bytes,
-    answers through `respond` (one request per connection, then it waits for the client to close)."""
-
-    def __init__(self, respond: Respond) -> None:
-        self.respond = respond
-        self.requests: list[Received] = []
-        self.loop = asyncio.new_event_loop()
-        self._server: asyncio.Server | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self) -> str:
-        self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
-        port: int = started.result(WAIT_S)
-        return f"http://127.0.0.1:{port}"
-
-    async def _start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
-        port: int = self._server.sockets[0].getsockname()[1]
-        return port
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        watcher: asyncio.Task[None] | None = None
-        try:
-            head = (await reader.readuntil(b"\r\n\r\n"))[:-4]
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.lower() == b"content-length":
-                    length = int(value)
-            received = Received(head, await reader.readexactly(length))
-            self.requests.append(received)
-            watcher = asyncio.ensure_future(self._watch_close(reader, received))
-            await self.respond(received, writer)
-            await writer.drain()
-            await watcher
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-            writer.close()
-
-    @staticmethod
-    async def _watch_close(reader: asyncio.StreamReader, received: Received) -> None:
-        """One request per connection: the next thing from the client is its close."""
-        with contextlib.suppress(ConnectionError):
-            await reader.read()
-        received.closed.set()
-
-    def stop(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            tasks = asyncio.all_tasks() - {asyncio.current_task()}
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(close(), self.loop).result(WAIT_S)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(WAIT_S)
-        self.loop.close()
-
-    def wait_closed(self, received: Received, timeout: float) -> bool:
-        async def wait() -> bool:
-            try:
-                await asyncio.wait_for(received.closed.wait(), timeout)
-            except TimeoutError:
-                return False
-            return True
-
-        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(timeout + WAIT_S)
-
-
 @pytest.fixture
 def raw_proxy(
     serve_asgi: Callable[..., str], tmp_path: Path
-) -> Iterator[Callable[..., tuple[RawUpstream, ProxyServer]]]:
+) -> Iterator[Callable[..., tuple[RecordingUpstream, ProxyServer]]]:
     """Factory: `raw_proxy(respond, **settings) -> (upstream, proxy)`."""
-    upstreams: list[RawUpstream] = []
+    upstreams: list[RecordingUpstream] = []
 
-    def make(respond: Respond, **overrides: Any) -> tuple[RawUpstream, ProxyServer]:
-        upstream = RawUpstream(respond)
+    def make(respond: Respond, **overrides: Any) -> tuple[RecordingUpstream, ProxyServer]:
+        upstream = RecordingUpstream(respond)
         upstreams.append(upstream)
+        upstream.start()
         settings = Settings(
-            openai_endpoint=upstream.start(),
+            openai_endpoint=upstream.base_url,
             upstream_auth="none",
             sink="jsonl",
             usage_log_path=str(tmp_path / f"usage-{len(upstreams)}.jsonl"),
@@ -146,30 +52,13 @@ def raw_proxy(
         upstream.stop()
 
 
-def raw_post(
-    base_url: str, body: bytes, headers: Sequence[bytes] = (), target: bytes = CHAT.encode()
-) -> tuple[bytes, bytes]:
-    """POSTs with exact header lines (plus Host, Content-Length and `Connection: close`); returns
-    (head, body) as read."""
-    lines = [b"POST " + target + b" HTTP/1.1", b"Host: proxy.example", *headers]
-    lines += [b"Content-Length: " + str(len(body)).encode(), b"Connection: close"]
-    host, port = base_url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=WAIT_S) as sock:
-        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, response_body = data.partition(b"\r\n\r\n")
-    return head, response_body
-
-
 def http_response(status: bytes, headers: list[bytes], body: bytes) -> bytes:
     lines = [b"HTTP/1.1 " + status, *headers, b"content-length: " + str(len(body)).encode()]
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 def answer(status: bytes, headers: list[bytes], body: bytes) -> Respond:
-    async def respond(received: Received, writer: asyncio.StreamWriter) -> None:
+    async def respond(received: ReceivedRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(http_response(status, headers, body))
 
     return respond
@@ -192,21 +81,19 @@ def test_the_request_reaches_upstream_as_the_callers_exact_bytes_and_nothing_add
         b"?api-version=2025-04-01-preview&x=a%2Fb+c%7E&code=function-key"
     )
     headers = [
-        b"X-Caller-Name: Zo\xc3\xab \xe2\x9c\x93",  # UTF-8, non-ASCII
-        b"x-ms-client-request-id: Abc-1",
-        b"Content-Type: application/json",
-        b"api-key: caller-key",
+        (b"X-Caller-Name", b"Zo\xc3\xab \xe2\x9c\x93"),  # UTF-8, non-ASCII
+        (b"x-ms-client-request-id", b"Abc-1"),
+        (b"Content-Type", b"application/json"),
+        (b"api-key", b"caller-key"),
     ]
-    head, _ = raw_post(proxy.base_url, body, headers, target)
-    assert head.startswith(b"HTTP/1.1 200"), head
+    assert _post(proxy, body, headers, target).status == 200
     (received,) = upstream.requests
     assert received.request_line == (
-        b"POST /openai/deployments/my%20dep/chat/completions"
+        b"POST /openai/deployments/my.dep_1/chat/completions"
         b"?api-version=2025-04-01-preview&x=a%2Fb+c%7E HTTP/1.1"
     )
-    names = [line.split(b":", 1)[0].lower() for line in received.header_lines]
-    # The caller's forwardable headers (their bytes, in their order) and only what HTTP needs.
-    assert sorted(names) == sorted(
+    # The caller's forwardable headers and only what HTTP needs.
+    assert sorted(name for name, _ in received.headers) == sorted(
         [
             b"host",
             b"x-caller-name",
@@ -216,10 +103,9 @@ def test_the_request_reaches_upstream_as_the_callers_exact_bytes_and_nothing_add
             b"accept-encoding",
         ]
     ), received.head
-    lines = {line.split(b":", 1)[0].lower(): line for line in received.header_lines}
-    assert lines[b"x-caller-name"].split(b": ", 1)[1] == b"Zo\xc3\xab \xe2\x9c\x93"
-    assert lines[b"x-ms-client-request-id"].split(b": ", 1)[1] == b"Abc-1"
-    assert lines[b"accept-encoding"].split(b": ", 1)[1] == b"identity"
+    assert received.header(b"x-caller-name") == b"Zo\xc3\xab \xe2\x9c\x93"
+    assert received.header(b"x-ms-client-request-id") == b"Abc-1"
+    assert received.header(b"accept-encoding") == b"identity"
     assert received.body == body
     assert proxy.records(1)[0]["response"]["status"] == 200
 
@@ -229,10 +115,10 @@ def test_a_header_value_that_is_not_utf8_is_a_400_in_azure_shape_and_recorded(
 ) -> None:
     upstream, proxy = raw_proxy(OK_JSON)
     # Latin-1: the upstream client cannot write it back as these bytes.
-    head, response_body = raw_post(proxy.base_url, b'{"messages": []}', [b"x-caller-name: Zo\xeb"])
-    assert head.startswith(b"HTTP/1.1 400"), head
-    assert b'"code": "invalid_request"' in response_body
-    assert b"x-caller-name" in response_body
+    response = _post(proxy, b'{"messages": []}', [(b"x-caller-name", b"Zo\xeb")])
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert "x-caller-name" in response.json()["error"]["message"]
     assert upstream.requests == []
     assert proxy.records(1)[0]["response"]["status"] == 400
 
@@ -254,15 +140,26 @@ def test_response_header_bytes_come_back_exactly_non_ascii_included(raw_proxy: A
             COMPLETION,
         )
     )
-    head, response_body = raw_post(proxy.base_url, b'{"messages": []}')
-    lines = head.split(b"\r\n")
-    assert b"x-ms-region: Zo\xc3\xab" in lines
-    assert b"apim-request-id: caf\xe9" in lines
-    assert b"x-ratelimit-remaining-tokens: 9999" in lines
-    assert not any(line.lower().startswith(b"set-cookie") for line in lines)
-    assert response_body == COMPLETION
+    response = _post(proxy, b'{"messages": []}')
+    # The raw reader decodes header bytes as Latin-1: encoding them back gives the wire bytes.
+    assert response.header("x-ms-region").encode("latin-1") == b"Zo\xc3\xab"  # type: ignore[union-attr]
+    assert response.header("apim-request-id").encode("latin-1") == b"caf\xe9"  # type: ignore[union-attr]
+    assert response.header("x-ratelimit-remaining-tokens") == "9999"
+    assert response.header("set-cookie") is None
+    assert response.body == COMPLETION
     record = proxy.records(1)[0]
     assert record["response"]["region"] == "Zoë"
+
+
+def _post(
+    proxy: ProxyServer,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    target: bytes = CHAT.encode(),
+) -> RawResponse:
+    response = exchange(proxy.base_url, b"POST", target, headers, body)
+    assert response is not None, "no answer"
+    return response
 
 
 def _sse(*events: bytes) -> bytes:
@@ -272,7 +169,7 @@ def _sse(*events: bytes) -> bytes:
 def streaming(events: list[bytes], gap_s: float, *, end: bool = True) -> Respond:
     """A chunked SSE response, one event per chunk, `gap_s` apart; `end=False` stalls instead."""
 
-    async def respond(received: Received, writer: asyncio.StreamWriter) -> None:
+    async def respond(received: ReceivedRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\n\r\n"
@@ -337,7 +234,7 @@ def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(raw_prox
 
 
 def test_a_non_streamed_body_cut_short_is_a_502_with_one_record(raw_proxy: Any) -> None:
-    async def truncated(received: Received, writer: asyncio.StreamWriter) -> None:
+    async def truncated(received: ReceivedRequest, writer: asyncio.StreamWriter) -> None:
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n"
         )
@@ -359,7 +256,7 @@ def test_more_than_a_hundred_streams_are_open_upstream_at_once(raw_proxy: Any) -
     all_in = asyncio.Event()
     arrived = 0
 
-    async def barrier(received: Received, writer: asyncio.StreamWriter) -> None:
+    async def barrier(received: ReceivedRequest, writer: asyncio.StreamWriter) -> None:
         nonlocal arrived
         arrived += 1
         if arrived == count:
