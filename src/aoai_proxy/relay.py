@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import stream_error_event
@@ -85,64 +85,111 @@ def streamed(
     meter: UsageMeter,
     finish: Finish,
     event_filter: EventFilter | None,
-) -> StreamingResponse:
-    return RelayStreamingResponse(
-        _relay_events(upstream, meter, finish, event_filter),
-        upstream=upstream,
-        meter=meter,
-        finish=finish,
-        status_code=upstream.status,
-        headers=relayed_headers(upstream, meter),
-    )
+) -> Response:
+    return RelayStreamingResponse(upstream, meter, finish, event_filter)
 
 
-async def _relay_events(
-    upstream: UpstreamResponse,
-    meter: UsageMeter,
-    finish: Finish,
-    event_filter: EventFilter | None,
-) -> AsyncIterator[bytes]:
-    framer = SSEFramer()
-    try:
+class RelayStreamingResponse(Response):
+    """Relays the upstream stream as it arrives and closes it however the response ends, with no
+    record ever lost.
+
+    One coroutine per stream reads a chunk, frames it, sends what is complete in one ASGI message
+    and meters it: no async generator or task group in between (each was measurable per event).
+    Like Starlette's StreamingResponse it stops at once when the client disconnects, watched by
+    one plain asyncio task.
+    """
+
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        meter: UsageMeter,
+        finish: Finish,
+        event_filter: EventFilter | None,
+    ) -> None:
+        self.status_code = upstream.status
+        self.raw_headers = relayed_headers(upstream, meter)
+        self.background = None
+        self._upstream = upstream
+        self._meter = meter
+        self._finish = finish
+        self._filter = event_filter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        relaying = asyncio.ensure_future(self._relay(send))
+        watcher = asyncio.ensure_future(client_disconnect(receive))
         try:
-            while chunk := await upstream.read_chunk():
-                received = now_ms()
-                events = framer.feed(chunk)
-                if not events:
-                    continue
-                out = event_filter(events) if event_filter else b"".join(events)
-                if out:
-                    meter.first_byte_sent()
-                    meter.response_bytes += len(out)
-                    yield out
-                _metered(_observe, meter, events, received)  # after the client has the bytes
-            rest = framer.flush()  # a last event with no blank line after it
-            out = event_filter([rest]) if rest and event_filter else rest
-            if out:
-                meter.first_byte_sent()
-                meter.response_bytes += len(out)
-                yield out
-            if rest:
-                _metered(_observe, meter, [rest], now_ms())
-        except UpstreamBodyError as exc:
-            log.warning("upstream stream failed after %d bytes: %s", meter.response_bytes, exc)
-            if exc.timed_out:
-                code = "upstream_timeout"
-                message = "Azure OpenAI sent nothing for too long; the response is incomplete."
-            else:
-                code = "upstream_stream_failed"
-                message = "The upstream stream ended unexpectedly; the response is incomplete."
-            meter.fail("stream_failed", code, message)
-            # No fake [DONE]: the partial event (if any) is dropped and the error is in-band.
-            error_event = stream_error_event(code, message)
-            meter.response_bytes += len(error_event)
-            yield error_event
-    except (asyncio.CancelledError, GeneratorExit):
-        meter.disconnected()
-        raise
-    finally:
-        upstream.close()
-        finish(meter)
+            await asyncio.wait({relaying, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not relaying.done():  # the client left (or we are being cancelled): stop now
+                relaying.cancel()
+                await asyncio.wait({relaying})
+            if not self._meter.finished:  # cancelled before the relay started
+                self._upstream.close()
+                self._meter.disconnected()
+                self._finish(self._meter)
+        error = None if relaying.cancelled() else relaying.exception()
+        if error is not None and not isinstance(error, OSError):  # OSError: could not write
+            raise error
+
+    async def _relay(self, send: Send) -> None:
+        upstream, meter, event_filter = self._upstream, self._meter, self._filter
+        framer = SSEFramer()
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            try:
+                while chunk := await upstream.read_chunk():
+                    received = now_ms()
+                    events = framer.feed(chunk)
+                    if not events:
+                        continue
+                    out = event_filter(events) if event_filter else b"".join(events)
+                    if out:
+                        meter.first_byte_sent()
+                        meter.response_bytes += len(out)
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    _metered(_observe, meter, events, received)  # after the client has the bytes
+                rest = framer.flush()  # a last event with no blank line after it
+                if rest:
+                    out = event_filter([rest]) if event_filter else rest
+                    if out:
+                        meter.first_byte_sent()
+                        meter.response_bytes += len(out)
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
+                    _metered(_observe, meter, [rest], now_ms())
+            except UpstreamBodyError as exc:
+                await send(
+                    {"type": "http.response.body", "body": _failed(meter, exc), "more_body": True}
+                )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (asyncio.CancelledError, OSError):
+            meter.disconnected()
+            raise
+        finally:
+            upstream.close()
+            self._finish(meter)
+
+
+def _failed(meter: UsageMeter, exc: UpstreamBodyError) -> bytes:
+    """Records the failure; the in-band error event that ends the stream (no fake [DONE]: the
+    partial event, if any, is dropped)."""
+    log.warning("upstream stream failed after %d bytes: %s", meter.response_bytes, exc)
+    if exc.timed_out:
+        code = "upstream_timeout"
+        message = "Azure OpenAI sent nothing for too long; the response is incomplete."
+    else:
+        code = "upstream_stream_failed"
+        message = "The upstream stream ended unexpectedly; the response is incomplete."
+    meter.fail("stream_failed", code, message)
+    error_event = stream_error_event(code, message)
+    meter.response_bytes += len(error_event)
+    return error_event
 
 
 def _metered(observe: Callable[..., None], *args: object) -> None:
@@ -158,62 +205,6 @@ def _observe(meter: UsageMeter, events: Iterable[bytes], received_ms: float) -> 
         event = parse_event(raw)
         if event is not None:
             meter.observe_event(event, received_ms)
-
-
-class RelayStreamingResponse(StreamingResponse):
-    """Streams the relay and closes it however the response ends, with no record ever lost.
-
-    Like Starlette's StreamingResponse it stops at once when the client disconnects, but with one
-    plain asyncio watcher instead of an anyio task group per response (measurable per stream). If
-    the body was never iterated (a disconnect before the first chunk), `aclose()` does nothing and
-    the fallback closes upstream and finishes the record.
-    """
-
-    def __init__(
-        self,
-        content: AsyncIterator[bytes],
-        *,
-        upstream: UpstreamResponse,
-        meter: UsageMeter,
-        finish: Finish,
-        status_code: int,
-        headers: RawHeaders,
-    ) -> None:
-        super().__init__(content, status_code=status_code)
-        self.raw_headers = headers
-        self._generator = content
-        self._upstream = upstream
-        self._meter = meter
-        self._finish = finish
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        streaming = asyncio.ensure_future(self._stream(send))
-        watcher = asyncio.ensure_future(client_disconnect(receive))
-        try:
-            await asyncio.wait({streaming, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not streaming.done():  # the client left (or we are being cancelled): stop now
-                streaming.cancel()
-                await asyncio.wait({streaming})
-            aclose = getattr(self._generator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if not self._meter.finished:
-                self._upstream.close()
-                self._meter.disconnected()
-                self._finish(self._meter)
-        error = None if streaming.cancelled() else streaming.exception()
-        if error is not None and not isinstance(error, OSError):  # OSError: could not write
-            raise error
-
-    async def _stream(self, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        async for chunk in self._generator:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def client_disconnect(receive: Receive) -> None:
