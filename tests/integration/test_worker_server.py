@@ -1,0 +1,82 @@
+"""Which HTTP parser and event loop the Functions Python worker's server uses: its
+`WebServer.serve()` (azurefunctions-extensions-http-fastapi) run as the worker runs it, on a loop
+the worker created. This venv has both httptools and uvloop installed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from azurefunctions.extensions.http.fastapi.web import WebServer
+from starlette.types import Receive, Scope, Send
+
+from aoai_bench.servers import deployed_packages
+
+WAIT_S = 10.0
+
+
+def test_the_worker_server_parses_with_httptools_when_installed_and_keeps_the_workers_loop(
+    free_port: int,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen["loop"] = type(asyncio.get_running_loop())
+        # uvicorn hands the app its protocol's RequestResponseCycle.send (no wrapper between).
+        seen["protocol"] = type(send.__self__).__module__  # type: ignore[attr-defined]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class WebApp:
+        @staticmethod
+        def get_app() -> Any:
+            return app
+
+    loop = asyncio.new_event_loop()  # the worker's loop: plain asyncio
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(WebServer("127.0.0.1", free_port, WebApp()).serve(), loop)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{free_port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the worker-shaped server did not start"
+                time.sleep(0.05)
+        assert response.content == b"ok"
+    finally:
+        asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(WAIT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT_S)
+        loop.close()
+    assert seen["protocol"] == "uvicorn.protocols.http.httptools_impl"
+    # serve() runs on the loop it is given: uvloop, installed here, is never used.
+    assert seen["loop"] is type(loop)
+    assert "uvloop" not in seen["loop"].__module__
+
+
+async def _cancel_all() -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_the_function_app_installs_httptools_and_not_uvloop() -> None:
+    """httptools is what the worker's server picks up (above); uvloop would only add weight."""
+    packages = deployed_packages()
+    assert "httptools" in packages
+    assert "uvloop" not in packages
+    assert Path(__file__).resolve().parents[2].joinpath("src", "requirements.txt").exists()
