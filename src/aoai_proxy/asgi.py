@@ -49,7 +49,7 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
 
     routes = [Route("/" + HEALTH_ROUTE, health_endpoint, methods=["GET"])]
     routes += [
-        Route(_starlette_path(spec.template), proxy_endpoint(spec), methods=list(spec.methods))
+        Route(starlette_path(spec.template), proxy_endpoint(spec), methods=list(spec.methods))
         for spec in PROXY_ROUTES
     ]
     app = Starlette(
@@ -61,5 +61,5 @@ def create_app(load_settings: Callable[[], Settings] = Settings.from_env) -> Sta
     return app
 
 
-def _starlette_path(template: str) -> str:
+def starlette_path(template: str) -> str:
     return "/" + template.replace("{*path}", "{path:path}")

@@ -47,6 +47,34 @@ def test_benchmark_runs_every_phase_and_counts_one_usage_record_per_proxy_call(
     json.dumps(asdict(result))  # --json must be able to write it
 
 
+def test_the_worker_shaped_proxy_serves_every_phase_with_one_record_per_call(
+    tmp_path: Path,
+) -> None:
+    config = BenchConfig(
+        pairs=1,
+        timing=FAST,
+        clients=1,
+        seconds=0.1,
+        streams=(2,),
+        stream_timing=FAST,
+        warmup=1,
+        timeout_s=10,
+        proxy_server="worker",
+    )
+
+    result = run(config, workdir=tmp_path)
+
+    assert result.usage is not None
+    assert result.usage.ok, result.usage
+    assert result.latency is not None
+    assert result.latency.errors == {}
+    assert result.throughput is not None
+    assert result.throughput.proxy.errors == {}
+    [streams] = result.streams
+    assert streams.proxy.errors == {}
+    assert result.config["proxy_server"] == "worker"
+
+
 def test_event_delays_pair_the_done_event_with_the_last_send_when_usage_was_removed() -> None:
     # Through the proxy the simulator sends an extra usage event that the client never sees.
     result = StreamResult(started_ns=0, event_ns=[10_000_000, 20_000_000, 30_000_000])

@@ -43,12 +43,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path | N
     parser.add_argument("--seconds", type=float, help="length of each throughput phase")
     parser.add_argument("--ttft-ms", type=float, help="simulated time to first token")
     parser.add_argument("--token-ms", type=float, help="simulated delay between stream events")
+    parser.add_argument(
+        "--proxy-server",
+        choices=("local", "worker"),
+        help="local: uvicorn[standard] as local runs (default); worker: shaped like the Functions "
+        "Python worker (uvicorn defaults, asyncio loop, FastAPI catch-all, src/requirements.txt)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else BenchConfig()
     overrides = {
         name: getattr(args, name)
-        for name in ("streams", "pairs", "clients", "seconds")
+        for name in ("streams", "pairs", "clients", "seconds", "proxy_server")
         if getattr(args, name) is not None
     }
     config = replace(config, **overrides)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
+from pathlib import Path
 
 from .servers import ServerProcess, cpu_seconds
 
@@ -20,10 +22,12 @@ def machine() -> dict[str, str]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    versions = {name: metadata.version(name) for name in ("uvicorn", "httpx", "starlette", "h11")}
+    names = ("uvicorn", "aiohttp", "httpx", "starlette", "fastapi", "h11")
+    versions = {name: metadata.version(name) for name in names}
     # uvicorn's http="auto" picks httptools when it is installed, else the pure-Python h11.
     parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return {
+        "commit": _commit(),
         "cpu": model,
         "cores": str(os.cpu_count()),
         "python": platform.python_version(),
@@ -33,6 +37,29 @@ def machine() -> dict[str, str]:
         "uvicorn_http": parser,
         **versions,
     }
+
+
+def _commit() -> str:
+    """The checked-out commit (with "+changes" when the tree differs from it), or "unknown"."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 def cpu_snapshot(servers: dict[str, ServerProcess]) -> dict[str, float]:

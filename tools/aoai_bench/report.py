@@ -159,20 +159,24 @@ def lines(result: BenchResult) -> list[str]:
         )
         out.append(_row("latency p99 (ms)", tp.direct.latency_ms.p99, tp.proxy.latency_ms.p99))
         out.append(_row("errors", sum(tp.direct.errors.values()), sum(tp.proxy.errors.values())))
-        out.append(f"  proxy CPU per request: {_f(tp.proxy_cpu_ms_per_request, 3)} ms")
+        # ms of CPU per call is s per 1,000 calls.
+        out.append(f"  proxy CPU per 1,000 calls: {_f(tp.proxy_cpu_ms_per_request, 3)} s")
+        out.append(_cpu_line(tp.direct.cpu_s, tp.proxy.cpu_s))
     for st in result.streams:
         out.append(f"{st.streams} concurrent streams")
         out.append(_row("errors", sum(st.direct.errors.values()), sum(st.proxy.errors.values())))
         out.append(_row("streams open at once (peak)", st.direct.peak_open, st.proxy.peak_open))
         out.append(_row("wall time (s)", st.direct.wall_s, st.proxy.wall_s))
-        out.append(_row("TTFB median (ms)", st.direct.ttfb_ms.median, st.proxy.ttfb_ms.median))
-        out.append(_row("TTFB p99 (ms)", st.direct.ttfb_ms.p99, st.proxy.ttfb_ms.p99))
+        out.append(_row("first byte p50 (ms)", st.direct.ttfb_ms.median, st.proxy.ttfb_ms.median))
+        out.append(_row("first byte p99 (ms)", st.direct.ttfb_ms.p99, st.proxy.ttfb_ms.p99))
+        per_1000 = None if st.proxy_cpu_us_per_event is None else st.proxy_cpu_us_per_event / 1000
+        out.append(f"  proxy CPU per 1,000 events: {_f(per_1000, 3)} s")
+        out.append(_cpu_line(st.direct.cpu_s, st.proxy.cpu_s))
         m = st.memory
         out.append(
             f"  proxy RSS KiB: baseline {m.baseline_kib:,}, peak {m.peak_kib:,}, "
             f"after {m.after_kib:,}; per stream {m.per_stream_kib:,.1f} KiB "
-            f"({m.per_open_stream_kib:,.1f} per stream open at once); "
-            f"proxy CPU per event {_f(st.proxy_cpu_us_per_event, 1)} us"
+            f"({m.per_open_stream_kib:,.1f} per stream open at once)"
         )
         for side in ("direct", "proxy"):
             errors = getattr(st, side).errors
@@ -186,6 +190,15 @@ def lines(result: BenchResult) -> list[str]:
             f"({u.injected} with injected usage)"
         )
     return out
+
+
+def _cpu_line(direct: dict[str, float], proxy: dict[str, float]) -> str:
+    """Each process's CPU seconds in the phase: on a shared machine a ratio depends on all three."""
+
+    def side(cpu: dict[str, float]) -> str:
+        return ", ".join(f"{name} {seconds:.2f}" for name, seconds in cpu.items())
+
+    return f"  CPU s, direct run: {side(direct)}; proxied run: {side(proxy)}"
 
 
 def print_report(result: BenchResult) -> None:

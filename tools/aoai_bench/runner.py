@@ -29,7 +29,7 @@ from .report import (
     UsageCheck,
     added,
 )
-from .servers import ServerProcess, raise_fd_limit, start_proxy, start_simulator
+from .servers import ProxyShape, ServerProcess, raise_fd_limit, start_proxy, start_simulator
 
 # Chunk timing like a small Azure OpenAI chat model (the simulator's default inter-token delay); the
 # time to first token is shorter than Azure's so the sequential phase stays short: it is the same
@@ -49,6 +49,9 @@ class BenchConfig:
     warmup: int = 10
     timeout_s: float = 120.0
     sample_s: float = 0.01  # RSS sampling interval
+    # "local": the proxy's ASGI adapter under uvicorn[standard] (httptools, uvloop), as local runs;
+    # "worker": shaped like the Functions Python worker (servers._worker_proxy_main).
+    proxy_server: ProxyShape = "local"
 
 
 @dataclass
@@ -57,6 +60,7 @@ class _Proxies:
 
     simulator_url: str
     workdir: Path
+    shape: ProxyShape
     calls: Counter[Path] = field(default_factory=Counter)
 
     def start(self) -> tuple[ServerProcess, Path]:
@@ -68,7 +72,7 @@ class _Proxies:
             sink="jsonl",
             usage_log_path=str(path),
         )
-        return start_proxy(settings), path
+        return start_proxy(settings, self.shape), path
 
     def check(self) -> UsageCheck:
         records = [
@@ -225,7 +229,7 @@ async def _streams(
 
 async def _run(config: BenchConfig, workdir: Path, result: BenchResult) -> None:
     simulator = start_simulator(SimulatorSettings(recorder_size=16))
-    proxies = _Proxies(simulator.url, workdir)
+    proxies = _Proxies(simulator.url, workdir, config.proxy_server)
     try:
         proxy, usage_path = proxies.start()
         servers = {"simulator": simulator, "proxy": proxy}

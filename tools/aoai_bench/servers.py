@@ -6,19 +6,28 @@ mark (VmHWM, reset through clear_refs) and CPU time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
+import re
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import httpx
+
+# FastAPI resolves the catch-all route's annotations from this module's globals.
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aoai_proxy.config import Settings
@@ -76,9 +85,7 @@ def _stamping(send: Send, stamps: list[int]) -> Callable[[Message], Awaitable[No
     return stamped
 
 
-def _serve(app: Any, port_out: Connection) -> None:
-    import uvicorn  # in the child only
-
+def _bound_socket(port_out: Connection) -> socket.socket:
     raise_fd_limit()
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose proto is
     # IPPROTO_TCP (asyncio.base_events._set_nodelay), and accepted sockets copy the listener's.
@@ -89,6 +96,13 @@ def _serve(app: Any, port_out: Connection) -> None:
     sock.bind(("127.0.0.1", 0))
     port_out.send(sock.getsockname()[1])
     port_out.close()
+    return sock
+
+
+def _serve(app: Any, port_out: Connection) -> None:
+    import uvicorn  # in the child only
+
+    sock = _bound_socket(port_out)
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -111,6 +125,76 @@ def _proxy_main(settings: Settings, port_out: Connection) -> None:
     from aoai_proxy.asgi import create_app
 
     _serve(create_app(lambda: settings), port_out)
+
+
+def _worker_proxy_main(settings: Settings, port_out: Connection) -> None:
+    """The proxy as the Functions Python worker serves it (azurefunctions-extensions-http-fastapi
+    1.0.1, `WebServer.serve`): `uvicorn.Config(app, host, port)` with its defaults, awaited with
+    `server.serve()` on the worker's own asyncio loop, in front of a FastAPI app with one catch-all
+    route. Defaults mean http="auto": httptools when installed, and what is installed there is
+    src/requirements.txt, so the parser follows that file, not this venv; the loop is asyncio's
+    whatever is installed (uvloop would need uvicorn to create the loop, which serve() does not).
+    The defaults include uvicorn's access log on stdout, one line per request: kept (the cost is
+    the worker's), written to /dev/null."""
+    import uvicorn  # in the child only
+
+    sock = _bound_socket(port_out)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    http = "httptools" if "httptools" in deployed_packages() else "h11"
+    config = uvicorn.Config(worker_shaped_app(settings), http=http)  # the worker's: host, port
+    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
+
+
+def deployed_packages() -> set[str]:
+    """Package names in src/requirements.txt (what the Function App installs)."""
+    requirements = Path(__file__).resolve().parents[2] / "src" / "requirements.txt"
+    names = set()
+    for line in requirements.read_text().splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if requirement:
+            names.add(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower())
+    return names
+
+
+def worker_shaped_app(settings: Settings) -> FastAPI:
+    """FastAPI's catch-all route in front of `handle`, like the worker's; the Functions host's
+    routing (which function, which route values) is done here by matching the route templates."""
+    from aoai_proxy.asgi import starlette_path
+    from aoai_proxy.proxy import handle, health
+    from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES
+    from aoai_proxy.runtime import RuntimeHolder
+
+    holder = RuntimeHolder(lambda: settings)
+    matchers = [(compile_path(starlette_path(spec.template)), spec) for spec in PROXY_ROUTES]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Not in the worker (it has no shutdown hook): here so the bench can count the records.
+        yield
+        await holder.aclose()
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.api_route(
+        "/{path:path}",
+        methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"],
+    )
+    async def catch_all(request: Request) -> Response:
+        if request.url.path == "/" + HEALTH_ROUTE:
+            return await health(holder)
+        for (regex, _, convertors), spec in matchers:
+            match = regex.match(request.url.path)
+            if match is not None:
+                values = match.groupdict()
+                request.path_params.clear()  # the worker's RequestSynchronizer.sync_route_params
+                request.path_params.update(
+                    {name: convertors[name].convert(value) for name, value in values.items()}
+                )
+                return await handle(request, spec, holder)
+        raise LookupError(f"no route for {request.url.path}")
+
+    return app
 
 
 @dataclass(frozen=True)
@@ -171,8 +255,12 @@ def start_simulator(settings: SimulatorSettings) -> ServerProcess:
     return _start("simulator", _simulator_main, settings, STAMPS_PATH)
 
 
-def start_proxy(settings: Settings) -> ServerProcess:
-    return _start("proxy", _proxy_main, settings, "/healthz")
+ProxyShape = Literal["local", "worker"]
+
+
+def start_proxy(settings: Settings, shape: ProxyShape = "local") -> ServerProcess:
+    main = _worker_proxy_main if shape == "worker" else _proxy_main
+    return _start("proxy", main, settings, "/healthz")
 
 
 def _start(name: str, target: Callable[..., None], settings: Any, ready_path: str) -> ServerProcess:
