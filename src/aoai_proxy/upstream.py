@@ -34,6 +34,7 @@ _NOT_ADDED = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # so a request is never written to a connection the server is closing (docs/benchmarks.md,
 # finding 2). Azure OpenAI keeps idle connections longer.
 _KEEPALIVE_S = 4.0
+_MAX_HEAD_BYTES = 100 * 1024
 
 
 class UpstreamBodyError(Exception):
@@ -115,6 +116,11 @@ class Upstream:
             skip_auto_headers=_NOT_ADDED,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
+            # aiohttp refuses a response header line over 8 KiB (a 502 here); httpx took heads
+            # up to 100 KiB. Azure's are small, but a relay should not be the stricter hop.
+            max_line_size=_MAX_HEAD_BYTES,
+            max_field_size=_MAX_HEAD_BYTES,
+            max_headers=256,
         )
 
     async def open(

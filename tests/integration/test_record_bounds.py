@@ -92,9 +92,11 @@ def test_a_hostile_call_gives_a_capped_record_that_fits_one_event(
             "x-apim-product-id",
             "x-apim-user-id",
             "x-apim-client-ip",
-            "traceparent",
         )
     ]
+    # traceparent is forwarded upstream, where a value that is not UTF-8 is refused (400): its
+    # UTF-8 bytes (C3 BF) are just as costly in the record, 6 bytes each as ASCII JSON.
+    headers.append((b"traceparent", (WORST_HEADER * 10_000).encode("utf-8")))
     headers.append((b"Content-Type", b"application/json"))
     prompt = json.dumps({"messages": [{"role": "user", "content": WORST * 1_000_000}]}).encode()
     target = b"/openai/deployments/" + b"d" * 64 + b"/chat/completions?api-version=2024-10-21"
