@@ -21,6 +21,10 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
    encoded dot segments, double encoding, CR/LF, empty segments), byte for byte over a raw TLS socket
    (HTTP client libraries normalise such paths), and fails on any 2xx: what APIM, the Azure front end
    and the Functions host do with them cannot be seen offline (docs/http-protocol.md, Limits).
+7. Reports the time to first byte of a streamed chat through APIM and straight to the Function (with
+   the Function's default host key, read like the APIM key and never printed): what APIM and the
+   Functions host add in Azure, which no local benchmark can measure. Informational: it never fails
+   the run.
 
 New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
 key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
@@ -52,6 +56,9 @@ EVENT_WAIT_SECONDS = 180.0
 # https://learn.microsoft.com/rest/api/apimanagement/current-ga/subscription/list-secrets
 APIM_API_VERSION = "2024-05-01"
 MANAGEMENT_SCOPE = "https://management.azure.com/.default"
+# https://learn.microsoft.com/rest/api/appservice/web-apps/list-host-keys
+WEB_API_VERSION = "2024-11-01"
+TTFB_SAMPLES = 5
 RETRYABLE_STATUS = frozenset({401, 403, 429, 500, 502, 503, 504})
 PROMPT = "Reply with the single word: pong"
 # Long enough an answer that a real stream spreads its chunks over STREAM_MIN_SPREAD_SECONDS or more.
@@ -122,6 +129,7 @@ class Settings:
     function_auth: str = "key"
     function_url: str = ""
     apim_client_id: str = ""
+    function_name: str = ""  # AZURE_FUNCTION_NAME: the host key for the TTFB comparison
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -151,6 +159,7 @@ class Settings:
             # On the proxy's default injection list (docs/usage-record.md), so the streamed call is
             # metered exactly even though the SDK does not ask for usage.
             api_version=env.get("SMOKE_API_VERSION") or "2025-04-01-preview",
+            function_name=env.get("AZURE_FUNCTION_NAME", ""),
         )
 
 
@@ -241,19 +250,41 @@ def subscription_key_url(settings: Settings) -> str:
 
 def fetch_subscription_key(http: Any, credential: Any, settings: Settings) -> str:
     """POST listSecrets with the caller's Entra token; returns the primary key (never printed)."""
+    return _management_secret(
+        http, credential, subscription_key_url(settings), "primaryKey", what="APIM listSecrets"
+    )
+
+
+def function_key_url(settings: Settings) -> str:
+    return (
+        f"https://management.azure.com/subscriptions/{settings.azure_subscription_id}"
+        f"/resourceGroups/{settings.resource_group}/providers/Microsoft.Web"
+        f"/sites/{settings.function_name}/host/default/listkeys?api-version={WEB_API_VERSION}"
+    )
+
+
+def fetch_function_key(http: Any, credential: Any, settings: Settings) -> str:
+    """The Function App's `default` host key (never the master key; never printed)."""
+    return _management_secret(
+        http, credential, function_key_url(settings), "functionKeys", "default", what="listkeys"
+    )
+
+
+def _management_secret(http: Any, credential: Any, url: str, *path: str, what: str) -> str:
+    """POSTs a management list-secrets URL with the caller's Entra token; the value at `path`."""
 
     def attempt() -> str:
         token = credential.get_token(MANAGEMENT_SCOPE).token
-        response = http.post(
-            subscription_key_url(settings), headers={"Authorization": f"Bearer {token}"}
-        )
+        response = http.post(url, headers={"Authorization": f"Bearer {token}"})
         response.raise_for_status()
-        key = response.json().get("primaryKey")
-        if not key:
-            raise SmokeTestError("listSecrets returned no primaryKey")
-        return str(key)
+        value: Any = response.json()
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if not value:
+            raise SmokeTestError(f"{what} returned no {'.'.join(path)}")
+        return str(value)
 
-    return retry(attempt, what="APIM listSecrets")
+    return retry(attempt, what=what)
 
 
 # ---------------------------------------------------------------- calls through the gateway
@@ -355,6 +386,65 @@ def run_calls(
             outcome = CallOutcome(name, status_of(exc), error=f"{type(exc).__name__}: {exc}"[:200])
         outcomes.append(outcome)
     return outcomes
+
+
+# ---------------------------------------------------------------- time to first byte
+
+
+def first_byte_ms(http: Any, url: str, headers: Mapping[str, str], samples: int) -> float:
+    """Median time from sending a streamed chat to its first body byte; each stream is then read
+    to its end (so each call still ends with its usage record)."""
+    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True}
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with http.stream("POST", url, json=body, headers=headers) as response:
+            response.raise_for_status()
+            chunks = response.iter_raw()
+            next(chunks)
+            times.append((time.perf_counter() - started) * 1000)
+            for _ in chunks:
+                pass
+    return sorted(times)[len(times) // 2]
+
+
+def ttfb_report(
+    http: Any, credential: Any, settings: Settings, key: str, samples: int = TTFB_SAMPLES
+) -> str:
+    path = f"/openai/deployments/{settings.deployment}/chat/completions"
+    query = f"?api-version={settings.api_version}"
+    lines = [f"Time to first byte, streamed chat, median of {samples}:"]
+    try:
+        apim = first_byte_ms(
+            http, settings.gateway_url.rstrip("/") + path + query, {"api-key": key}, samples
+        )
+        lines.append(f"  through APIM:             {apim:8.1f} ms")
+    except Exception as exc:
+        return "\n".join([*lines, f"  through APIM: not measured ({type(exc).__name__}: {exc})"])
+    if settings.function_auth == "entra":
+        lines.append(
+            "  straight to the Function: not measured (APIM_FUNCTION_AUTH=entra: only APIM's "
+            "identity may call it)"
+        )
+        return "\n".join(lines)
+    if not (settings.function_name and settings.function_url):
+        lines.append(
+            "  straight to the Function: not measured (AZURE_FUNCTION_NAME, SERVICE_API_URI)"
+        )
+        return "\n".join(lines)
+    try:
+        function_key = fetch_function_key(http, credential, settings)
+        direct = first_byte_ms(
+            http,
+            settings.function_url.rstrip("/") + path + query,
+            {"x-functions-key": function_key},
+            samples,
+        )
+    except Exception as exc:
+        lines.append(f"  straight to the Function: not measured ({type(exc).__name__}: {exc})")
+        return "\n".join(lines)
+    lines.append(f"  straight to the Function: {direct:8.1f} ms (APIM adds {apim - direct:.1f} ms)")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- reading the hub
@@ -792,6 +882,8 @@ def run(env: Mapping[str, str]) -> int:
         print(render_refusals(refusals))
     probes = probe_paths(settings, key)
     print(render_probes(probes))
+    with httpx.Client(timeout=120) as http:
+        print(ttfb_report(http, sync_credential, settings, key))
     ok = (
         passed(outcomes, checks)
         and all(r.passed for r in refusals)

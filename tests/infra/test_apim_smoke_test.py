@@ -10,6 +10,7 @@ import asyncio
 import json
 import re
 import subprocess
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from unittest.mock import create_autospec
@@ -23,6 +24,10 @@ from azure.eventhub.aio import EventHubConsumerClient
 from azure.eventhub.exceptions import AuthenticationError
 from azure.identity import AzureCliCredential
 from scripts import smoke_test as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 ENV = {
     "APIM_GATEWAY_URL": "https://apim-x.azure-api.net",
@@ -551,3 +556,114 @@ def test_an_unreachable_gateway_is_reported_per_probe_not_raised(free_port: int)
     settings = st.Settings.from_env({**ENV, "APIM_GATEWAY_URL": f"http://127.0.0.1:{free_port}"})
     probes = st.probe_paths(settings, "k")
     assert all(p.status is None and p.error for p in probes)
+
+
+# ---------------------------------------------------------------- time to first byte
+
+
+def test_the_function_key_is_the_default_host_key_from_listkeys() -> None:
+    settings = st.Settings.from_env(
+        {
+            **ENV,
+            "AZURE_FUNCTION_NAME": "func-x",
+            "SERVICE_API_URI": "https://func-x.azurewebsites.net",
+        }
+    )
+    http = create_autospec(httpx.Client, instance=True)
+    url = st.function_key_url(settings)
+    http.post.return_value = httpx.Response(
+        200,
+        json={"masterKey": "mk", "functionKeys": {"default": "fk"}, "systemKeys": {}},
+        request=httpx.Request("POST", url),
+    )
+    credential = create_autospec(AzureCliCredential, instance=True)
+    credential.get_token.return_value = AccessToken("arm-token", 0)
+
+    assert st.fetch_function_key(http, credential, settings) == "fk"
+    assert http.post.call_args.args[0] == (
+        "https://management.azure.com/subscriptions/00000000-0000-0000-0000-000000000001"
+        "/resourceGroups/rg-dev/providers/Microsoft.Web/sites/func-x/host/default/listkeys"
+        "?api-version=2024-11-01"
+    )
+
+
+def _slow_first_byte_app(seen: list[dict[str, str]], delay_s: float) -> Starlette:
+    async def chat(request: Request) -> StreamingResponse:
+        seen.append({"path": request.url.path, **request.headers})
+        await request.body()
+
+        async def events() -> AsyncIterator[bytes]:
+            await asyncio.sleep(delay_s)
+            yield b'data: {"choices":[]}\n\n'
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/{path:path}", chat, methods=["POST"])])
+
+
+def test_ttfb_is_measured_through_apim_and_straight_to_the_function(
+    serve_asgi: Callable[..., str],
+) -> None:
+    seen: list[dict[str, str]] = []
+    gateway = serve_asgi(_slow_first_byte_app(seen, 0.15))
+    function = serve_asgi(_slow_first_byte_app(seen, 0.05))
+    settings = st.Settings.from_env(
+        {
+            **ENV,
+            "APIM_GATEWAY_URL": gateway,
+            "AZURE_FUNCTION_NAME": "f",
+            "SERVICE_API_URI": function,
+        }
+    )
+
+    def management(request: httpx.Request) -> httpx.Response:  # Azure's side: not runnable here
+        return httpx.Response(200, json={"functionKeys": {"default": "function-key"}})
+
+    credential = create_autospec(AzureCliCredential, instance=True)
+    credential.get_token.return_value = AccessToken("arm-token", 0)
+    mounts = {"https://management.azure.com": httpx.MockTransport(management)}
+    with httpx.Client(timeout=10, mounts=mounts) as http:
+        report = st.ttfb_report(http, credential, settings, "apim-key", samples=3)
+
+    apim_ms = float(re.search(r"through APIM: +([\d.]+) ms", report).group(1))  # type: ignore[union-attr]
+    direct_ms = float(re.search(r"to the Function: +([\d.]+) ms", report).group(1))  # type: ignore[union-attr]
+    assert 150 <= apim_ms < 1500
+    assert 50 <= direct_ms < apim_ms
+    assert "APIM adds" in report
+    assert [s["api-key"] for s in seen[:3]] == ["apim-key"] * 3
+    assert [s["x-functions-key"] for s in seen[3:]] == ["function-key"] * 3
+    assert {s["path"] for s in seen} == {"/openai/deployments/chat/chat/completions"}
+    assert "function-key" not in report
+    assert "apim-key" not in report
+
+
+def test_ttfb_without_the_function_settings_is_reported_not_measured(
+    serve_asgi: Callable[..., str],
+) -> None:
+    gateway = serve_asgi(_slow_first_byte_app([], 0.0))
+    settings = st.Settings.from_env({**ENV, "APIM_GATEWAY_URL": gateway})
+    credential = create_autospec(AzureCliCredential, instance=True)
+    with httpx.Client(timeout=10) as http:
+        report = st.ttfb_report(http, credential, settings, "apim-key", samples=1)
+    assert "through APIM:" in report
+    assert "straight to the Function: not measured" in report
+    credential.get_token.assert_not_called()
+
+
+def test_in_entra_mode_the_function_is_not_called_directly(serve_asgi: Callable[..., str]) -> None:
+    seen: list[dict[str, str]] = []
+    gateway = serve_asgi(_slow_first_byte_app(seen, 0.0))
+    env = {
+        **ENV,
+        "APIM_GATEWAY_URL": gateway,
+        "APIM_FUNCTION_AUTH": "entra",
+        "APIM_IDENTITY_CLIENT_ID": "c",
+    }
+    settings = st.Settings.from_env({**env, "AZURE_FUNCTION_NAME": "f", "SERVICE_API_URI": gateway})
+    credential = create_autospec(AzureCliCredential, instance=True)
+    with httpx.Client(timeout=10) as http:
+        report = st.ttfb_report(http, credential, settings, "apim-key", samples=1)
+    assert "APIM_FUNCTION_AUTH=entra" in report
+    assert len(seen) == 1  # the APIM measurement only
+    credential.get_token.assert_not_called()
