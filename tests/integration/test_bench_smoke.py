@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from aoai_bench import BenchConfig, Timing, run
@@ -12,23 +12,22 @@ from aoai_bench.load import StreamResult, event_delays_ms
 from aoai_bench.report import lines
 
 FAST = Timing(ttft_ms=5, token_ms=1, tokens=3)
+TINY = BenchConfig(
+    pairs=2,
+    timing=FAST,
+    clients=2,
+    seconds=0.2,
+    streams=(3,),
+    stream_timing=FAST,
+    warmup=1,
+    timeout_s=10,
+)
 
 
 def test_benchmark_runs_every_phase_and_counts_one_usage_record_per_proxy_call(
     tmp_path: Path,
 ) -> None:
-    config = BenchConfig(
-        pairs=2,
-        timing=FAST,
-        clients=2,
-        seconds=0.2,
-        streams=(3,),
-        stream_timing=FAST,
-        warmup=1,
-        timeout_s=10,
-    )
-
-    result = run(config, workdir=tmp_path)
+    result = run(TINY, workdir=tmp_path)
 
     assert result.usage is not None
     assert result.usage.proxy_calls > 0
@@ -50,17 +49,7 @@ def test_benchmark_runs_every_phase_and_counts_one_usage_record_per_proxy_call(
 def test_the_worker_shaped_proxy_serves_every_phase_with_one_record_per_call(
     tmp_path: Path,
 ) -> None:
-    config = BenchConfig(
-        pairs=1,
-        timing=FAST,
-        clients=1,
-        seconds=0.1,
-        streams=(2,),
-        stream_timing=FAST,
-        warmup=1,
-        timeout_s=10,
-        proxy_server="worker",
-    )
+    config = replace(TINY, pairs=1, clients=1, seconds=0.1, streams=(2,), proxy_server="worker")
 
     result = run(config, workdir=tmp_path)
 
