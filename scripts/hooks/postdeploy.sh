@@ -37,17 +37,18 @@ default_function_key() {
 }
 
 # The host may still be starting the new code, or answer listkeys without a default key for a moment.
-waited=0
+# (key_waited is this loop's own count: call_with_retry keeps its own in `waited`.)
+key_waited=0
 while :; do
   call_with_retry "$auth" POST "$keys_url" "" 200 ||
     die "could not read the host keys of $AZURE_FUNCTION_NAME: $(error_summary). APIM still sends the old key; re-run 'azd hooks run postdeploy'"
   key=$(default_function_key)
   rm -f "$HOOK_TMP/response.json" # it also held the master key
   [ -z "$key" ] || break
-  [ "$waited" -lt "$RETRY_SECONDS" ] || die "$AZURE_FUNCTION_NAME has no default host key after ${waited}s"
+  [ "$key_waited" -lt "$RETRY_SECONDS" ] || die "$AZURE_FUNCTION_NAME has no default host key after ${key_waited}s"
   log "no default host key yet, retrying in 15s"
   sleep 15
-  waited=$((waited + 15))
+  key_waited=$((key_waited + 15))
 done
 # Host keys are base64 text: nothing in them needs JSON escaping; anything else is not a key.
 case "$key" in *[!A-Za-z0-9+/=_-]*) die "the default host key of $AZURE_FUNCTION_NAME has unexpected characters" ;; esac

@@ -270,6 +270,22 @@ def test_postdeploy_retries_the_default_ten_minutes(
     assert int(slept[-1]) >= 540
 
 
+def test_postdeploy_gives_up_when_the_host_never_hands_out_a_default_key(
+    azure: tuple[FakeAzure, str], run_hook: Callable[..., HookRun]
+) -> None:
+    fake, _ = azure
+    fake.on("POST", LISTKEYS, (200, {"masterKey": MASTER_KEY, "functionKeys": {}}))
+
+    run = run_hook("postdeploy", AZD_HOOKS_RETRY_SECONDS="60", **OUTPUTS)
+
+    assert run.done.returncode == 1
+    assert f"{APP} has no default host key after 60s" in run.done.stderr
+    # Every 15 s until the window is spent: 0, 15, 30, 45, 60.
+    assert len(fake.calls("POST", "/listkeys")) == 5
+    assert not fake.calls("PUT", "/namedValues/")
+    assert_no_secret_printed(run)
+
+
 def test_postdeploy_stops_at_once_on_an_error_time_cannot_fix(
     azure: tuple[FakeAzure, str], run_hook: Callable[..., HookRun]
 ) -> None:
