@@ -11,6 +11,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from aoai_proxy.config import Settings, inbound_auth_is_entra
+from aoai_proxy.landing.blueprint import bp as landing_blueprint
 from aoai_proxy.proxy import handle, health
 from aoai_proxy.replay_blueprint import bp as replay_blueprint
 from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
@@ -23,6 +24,7 @@ _HTTP_AUTH = func.AuthLevel.ANONYMOUS if inbound_auth_is_entra() else func.AuthL
 app = func.FunctionApp(http_auth_level=_HTTP_AUTH)
 holder = RuntimeHolder(Settings.from_env)
 app.register_blueprint(replay_blueprint)  # the dead-letter replay timer
+app.register_blueprint(landing_blueprint)  # the usage hub -> Log Analytics
 
 
 def _register(spec: RouteSpec) -> None:

@@ -20,8 +20,15 @@ from aoai_proxy.config import Settings
 from aoai_simulator import create_app as create_simulator_app
 
 # Fixtures kept in their own modules: serve_asgi, simulator, simulator_factory (loopback servers);
-# hub, memory_deadletter, azurite (usage delivery); recording_upstream (exact request bytes).
-pytest_plugins = ["tests.loopback", "tests.delivery_doubles", "tests.recording_upstream"]
+# hub, memory_deadletter, azurite (usage delivery); recording_upstream (exact request bytes);
+# identity_endpoint (managed identity); ingestion (the Logs Ingestion API).
+pytest_plugins = [
+    "tests.loopback",
+    "tests.delivery_doubles",
+    "tests.recording_upstream",
+    "tests.identity_double",
+    "tests.ingestion_double",
+]
 
 RECORDED_DIR = Path(
     os.environ.get(

@@ -61,6 +61,7 @@ class SentBatch:
     size_in_bytes: int
     max_size_in_bytes: int
     content_types: list[str | None]
+    bodies: list[bytes] = field(default_factory=list)  # the events' bodies as sent
 
 
 @dataclass
@@ -162,6 +163,7 @@ class HubDouble:
                 size_in_bytes=real.size_in_bytes,
                 max_size_in_bytes=real.max_size_in_bytes,
                 content_types=[event.content_type for event in added],
+                bodies=[event.body_as_str().encode() for event in added],
             )
         )
 

@@ -112,3 +112,55 @@ def test_only_entra_mode_opens_the_routes_at_the_functions_level(value: str, lev
     levels = json.loads(done.stdout.strip().splitlines()[-1])
     assert {levels[spec.name] for spec in PROXY_ROUTES} == {level}
     assert levels["healthz"] == "ANONYMOUS"
+
+
+def test_usage_landing_is_a_batched_event_hubs_trigger_on_its_own_consumer_group(
+    functions: dict[str, Any],
+) -> None:
+    trigger = bindings(functions["land_usage_events"])[0]
+    assert trigger == {
+        "direction": "IN",
+        "type": "eventHubTrigger",
+        "name": "events",
+        # Identity-based: EventHubConnection__fullyQualifiedNamespace / __credential / __clientId.
+        "connection": "EventHubConnection",
+        "eventHubName": "%EVENTHUB_NAME%",
+        "consumerGroup": "%USAGE_LANDING_CONSUMER_GROUP%",
+        "cardinality": "MANY",
+        "dataType": "BINARY",
+    }
+    assert len(bindings(functions["land_usage_events"])) == 1
+
+
+def test_usage_landing_parameters_pass_the_workers_type_checks(functions: dict[str, Any]) -> None:
+    import azure.functions as func
+    from azure.functions.eventhub import EventHubTriggerConverter
+
+    user_function = functions["land_usage_events"].get_user_function()
+    assert inspect.iscoroutinefunction(user_function)
+    parameters = inspect.signature(user_function).parameters
+    assert list(parameters) == ["events", "context"]
+    # The worker binds the trigger by this check (list[...] fails it) and `context` by name and type.
+    assert EventHubTriggerConverter.check_input_type_annotation(parameters["events"].annotation)
+    assert parameters["context"].annotation is func.Context
+
+
+def test_usage_landing_retries_a_failed_batch_with_bounded_exponential_backoff(
+    functions: dict[str, Any],
+) -> None:
+    retry = functions["land_usage_events"].get_settings_dict("retry_policy")
+    assert retry is not None
+    assert retry["strategy"] == "exponential_backoff"
+    count = int(retry["max_retry_count"])
+    # Never -1 (for ever): a batch that cannot land must not hold its partition.
+    assert 0 < count <= 10
+
+    def seconds(interval: str) -> int:
+        hours, minutes, secs = (int(part) for part in interval.split(":"))
+        return hours * 3600 + minutes * 60 + secs
+
+    low, high = seconds(retry["minimum_interval"]), seconds(retry["maximum_interval"])
+    waited = sum(min(low * 2**n, high) for n in range(count))
+    # Longer than a new role assignment can take to apply (up to 30 minutes), well under the hub's
+    # retention, so the first deploy's batches are retried until the roles work.
+    assert 30 * 60 < waited < 2 * 3600
