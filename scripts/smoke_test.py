@@ -11,7 +11,7 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
    bearer token as a subscription key).
 4. Reads the hub from the noted positions until, for each call, it finds the usage record named by the
    response's `x-usage-record-id` and APIM's gateway event with the same request id (APIM sends those
-   in batches about 15 s apart), then prints a pass/fail table. Exit status 0 only when all pass.
+   in batches about 15 s apart), then prints a pass/fail table.
    The streamed call must arrive as a stream: at least two reads with content, spread over time
    (a gateway or host that buffers the response delivers everything in one go).
 5. Entra mode (APIM_FUNCTION_AUTH=entra): a call straight to the Function App without a token, and one
@@ -25,6 +25,15 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
    the Function's default host key, read like the APIM key and never printed): what APIM and the
    Functions host add in Azure, which no local benchmark can measure. Informational: it never fails
    the run.
+8. Queries the Log Analytics workspace (LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID, keyless, the Log Analytics
+   Reader role `azd up` grants you) until the landing function has put those records in the usage
+   table, for at most 20 minutes, and checks their token counts there.
+
+Exit status: 0 when all pass; 1 when a call, record, event, refusal or probe fails or a landed
+count differs; 2 when a setting is missing, or when the records were not in the workspace after 20
+minutes (the KQL is printed to run later). On an environment's first deployment that timeout is a
+warning: the landing function's roles can take up to 30 minutes to apply, and the hub keeps the
+records until they do (docs/usage-analytics.md).
 
 New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
 key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
@@ -44,8 +53,11 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -64,6 +76,12 @@ PROMPT = "Reply with the single word: pong"
 # Long enough an answer that a real stream spreads its chunks over STREAM_MIN_SPREAD_SECONDS or more.
 STREAM_PROMPT = "Count from 1 to 40, one number per line, nothing else."
 STREAM_MIN_SPREAD_SECONDS = 0.1
+LANDING_WAIT_SECONDS = 20 * 60.0
+LANDING_POLL_SECONDS = 30.0
+LANDING_TIMESPAN = timedelta(days=1)  # the records were made minutes ago; TimeGenerated is theirs
+# The tables' one declaration, shared with the Bicep and the landing function.
+TABLES_FILE = Path(__file__).resolve().parents[1] / "infra" / "analytics" / "tables.json"
+EXIT_NOT_LANDED = 2
 
 
 class SmokeTestError(Exception):
@@ -111,6 +129,7 @@ REQUIRED_SETTINGS = {
     "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "eventhub_namespace",
     "EVENTHUB_NAME": "eventhub_name",
     "AZURE_OPENAI_DEPLOYMENT": "deployment",
+    "LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID": "workspace_id",
 }
 
 
@@ -125,6 +144,7 @@ class Settings:
     eventhub_name: str
     consumer_group: str
     deployment: str
+    workspace_id: str  # the workspace's customerId, what the query API takes
     api_version: str
     function_auth: str = "key"
     function_url: str = ""
@@ -808,6 +828,128 @@ def render_probes(probes: Sequence[ProbeOutcome]) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------- landing in Log Analytics
+
+
+@dataclass
+class Landed:
+    """Which of the calls' records the workspace has, with the token counts it has for them."""
+
+    table: str
+    query: str
+    expected: dict[str, int | None]  # record id -> total_tokens of the record read from the hub
+    found: dict[str, int | None] = field(default_factory=dict)
+    last_error: str | None = None
+
+    @property
+    def missing(self) -> list[str]:
+        return [record_id for record_id in self.expected if record_id not in self.found]
+
+    @property
+    def mismatched(self) -> list[str]:
+        return [
+            record_id
+            for record_id, tokens in self.expected.items()
+            if record_id in self.found and self.found[record_id] != tokens
+        ]
+
+
+def usage_table() -> str:
+    table: str = json.loads(TABLES_FILE.read_text(encoding="utf-8"))["usage"]["table"]
+    return table
+
+
+def landing_query(table: str, record_ids: Iterable[str]) -> str:
+    """KQL for the records' rows; the ids are UUIDs from our own response headers, checked as such."""
+    ids = ", ".join(json.dumps(str(uuid.UUID(record_id))) for record_id in record_ids)
+    # Delivery is at least once: one row per record id, however often it landed.
+    return (
+        f"{table}\n| where RecordId in ({ids})\n"
+        "| summarize TotalTokens = take_any(TotalTokens) by RecordId"
+    )
+
+
+async def await_landing(
+    client: Any,
+    workspace_id: str,
+    expected: Mapping[str, int | None],
+    *,
+    table: str,
+    wait_seconds: float = LANDING_WAIT_SECONDS,
+    poll_seconds: float = LANDING_POLL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Landed:
+    """Query until every record is there or `wait_seconds` are up. Errors (a Reader role not applied
+    yet, a table not queryable yet) are remembered and the polling goes on."""
+    from azure.core.exceptions import AzureError
+    from azure.monitor.query import LogsQueryStatus
+
+    landed = Landed(table, landing_query(table, expected), dict(expected))
+    deadline = clock() + wait_seconds
+    while True:
+        try:
+            result = await client.query_workspace(
+                workspace_id, landed.query, timespan=LANDING_TIMESPAN
+            )
+            tables = (
+                result.tables if result.status == LogsQueryStatus.SUCCESS else result.partial_data
+            )
+            for found in tables:
+                for row in found.rows:
+                    landed.found[str(row["RecordId"])] = row["TotalTokens"]
+            landed.last_error = None
+        except AzureError as exc:
+            landed.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if not landed.missing or clock() >= deadline:
+            return landed
+        await sleep(min(poll_seconds, max(deadline - clock(), 0.0)))
+
+
+def expected_landing(checks: Sequence[Check]) -> dict[str, int | None]:
+    """Record id -> total tokens, for every call whose usage record was read from the hub."""
+    return {
+        str(check.record["record_id"]): check.tokens
+        for check in checks
+        if check.record is not None and check.record.get("record_id")
+    }
+
+
+def report_landing(landed: Landed, wait_seconds: float = LANDING_WAIT_SECONDS) -> int:
+    """Prints what landed; the exit status: 0, 1 (wrong counts) or EXIT_NOT_LANDED."""
+    if landed.missing:
+        print(
+            f"landing: {len(landed.missing)} of {len(landed.expected)} usage records not in "
+            f"{landed.table} after {wait_seconds / 60:.0f} minutes"
+            + (f" (last error: {landed.last_error})" if landed.last_error else "")
+        )
+        print("Run this query in the workspace (Logs) to look again:")
+        print(landed.query)
+        print(
+            "smoke test: NOT LANDED (a warning on an environment's first deployment, while role "
+            "assignments apply; a failure afterwards)"
+        )
+        return EXIT_NOT_LANDED
+    if landed.mismatched:
+        for record_id in landed.mismatched:
+            print(
+                f"landing: {record_id} has TotalTokens {landed.found[record_id]} in {landed.table}, "
+                f"{landed.expected[record_id]} in the usage record"
+            )
+        print("smoke test: FAIL")
+        return 1
+    print(
+        f"landing: PASS ({len(landed.found)} usage records in {landed.table}, tokens as recorded)"
+    )
+    return 0
+
+
+def make_logs_client(credential: Any) -> Any:
+    from azure.monitor.query.aio import LogsQueryClient
+
+    return LogsQueryClient(credential)
+
+
 # ---------------------------------------------------------------- wiring
 
 
@@ -870,27 +1012,43 @@ def run(env: Mapping[str, str]) -> int:
         key = fetch_subscription_key(http, sync_credential, settings)
         refusals = direct_calls_refused(http, settings) if settings.function_auth == "entra" else []
 
-    async def main_flow() -> tuple[list[CallOutcome], list[Check]]:
+    def measure_ttfb() -> str:
+        with httpx.Client(timeout=120) as http:
+            return ttfb_report(http, sync_credential, settings, key)
+
+    async def main_flow() -> int:
         try:
-            return await flow(settings, key, aio_credential)
+            outcomes, checks = await flow(settings, key, aio_credential)
+            print(render_table(outcomes, checks))
+            if refusals:
+                print(render_refusals(refusals))
+            probes = await asyncio.to_thread(probe_paths, settings, key)
+            print(render_probes(probes))
+            print(await asyncio.to_thread(measure_ttfb))  # informational: never fails the run
+            ok = (
+                passed(outcomes, checks)
+                and all(r.passed for r in refusals)
+                and all(probe.passed for probe in probes)
+            )
+            if not ok:
+                print("smoke test: FAIL")
+                return 1
+            print(
+                f"Waiting up to {LANDING_WAIT_SECONDS / 60:.0f} minutes for the records to land "
+                "in Log Analytics..."
+            )
+            async with make_logs_client(aio_credential) as logs:
+                landed = await await_landing(
+                    logs, settings.workspace_id, expected_landing(checks), table=usage_table()
+                )
+            status = report_landing(landed)
+            if status == 0:
+                print("smoke test: PASS")
+            return status
         finally:
             await aio_credential.close()
 
-    outcomes, checks = asyncio.run(main_flow())
-    print(render_table(outcomes, checks))
-    if refusals:
-        print(render_refusals(refusals))
-    probes = probe_paths(settings, key)
-    print(render_probes(probes))
-    with httpx.Client(timeout=120) as http:
-        print(ttfb_report(http, sync_credential, settings, key))
-    ok = (
-        passed(outcomes, checks)
-        and all(r.passed for r in refusals)
-        and all(probe.passed for probe in probes)
-    )
-    print("smoke test: PASS" if ok else "smoke test: FAIL")
-    return 0 if ok else 1
+    return asyncio.run(main_flow())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ ENV = {
     "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "evhns-x.servicebus.windows.net",
     "EVENTHUB_NAME": "usage",
     "AZURE_OPENAI_DEPLOYMENT": "chat",
+    "LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID": "11111111-2222-3333-4444-555555555555",
 }
 SETTINGS = st.Settings.from_env(ENV)
 
@@ -667,3 +668,128 @@ def test_in_entra_mode_the_function_is_not_called_directly(serve_asgi: Callable[
     assert "APIM_FUNCTION_AUTH=entra" in report
     assert len(seen) == 1  # the APIM measurement only
     credential.get_token.assert_not_called()
+
+
+# ---------------------------------------------------------------- landing in Log Analytics
+
+RECORD_A = "0b6f6f0e-4c1b-4b8e-9c1a-1f3e5d2f8002"
+RECORD_B = "6f1c2a9e-0d4b-4c8e-9b1a-7c3e5d2f8001"
+
+
+def logs_result(*rows: tuple[str, int | None]) -> Any:
+    from azure.monitor.query import LogsQueryResult, LogsTable
+
+    table = LogsTable(
+        name="PrimaryResult",
+        columns=["RecordId", "TotalTokens"],
+        columns_types=["string", "long"],
+        rows=[list(row) for row in rows],
+    )
+    return LogsQueryResult(tables=[table])
+
+
+def logs_client(*answers: Any) -> Any:
+    from azure.monitor.query.aio import LogsQueryClient
+
+    client = create_autospec(LogsQueryClient, instance=True)
+    client.query_workspace.side_effect = list(answers)
+    return client
+
+
+class FakeAsyncClock(FakeClock):
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+def test_the_landing_query_reads_the_usage_table_of_tables_json_once_per_record() -> None:
+    tables = json.loads((ROOT / "infra" / "analytics" / "tables.json").read_text())
+    assert st.usage_table() == tables["usage"]["table"]
+    query = st.landing_query("AoaiUsage_CL", [RECORD_A, RECORD_B])
+    assert query.startswith("AoaiUsage_CL\n")
+    assert f'RecordId in ("{RECORD_A}", "{RECORD_B}")' in query
+    assert "by RecordId" in query  # one row per record, however often it landed
+    columns = {column["name"] for column in tables["usage"]["columns"]}
+    assert {"RecordId", "TotalTokens"} <= columns
+    with pytest.raises(ValueError, match="UUID"):  # nothing but a record id reaches the KQL
+        st.landing_query("AoaiUsage_CL", ['x") | union Secrets | where ("1" == "1'])
+
+
+def test_landing_is_polled_through_errors_until_every_record_is_there() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    clock = FakeAsyncClock()
+    client = logs_client(
+        HttpResponseError("Forbidden: the Reader role is not applied yet"),
+        logs_result(),
+        logs_result((RECORD_A, 46)),
+        logs_result((RECORD_A, 46), (RECORD_B, 31)),
+    )
+    landed = asyncio.run(
+        st.await_landing(
+            client,
+            SETTINGS.workspace_id,
+            {RECORD_A: 46, RECORD_B: 31},
+            table="AoaiUsage_CL",
+            clock=clock,
+            sleep=clock.asleep,
+        )
+    )
+    assert landed.missing == []
+    assert landed.mismatched == []
+    assert landed.last_error is None
+    assert clock.sleeps == [st.LANDING_POLL_SECONDS] * 3
+    workspace, query = client.query_workspace.call_args.args
+    assert workspace == ENV["LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID"]
+    assert query == landed.query
+    assert client.query_workspace.call_args.kwargs["timespan"] == st.LANDING_TIMESPAN
+    assert st.report_landing(landed) == 0
+
+
+def test_landing_gives_up_after_twenty_minutes_prints_the_kql_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    clock = FakeAsyncClock()
+    client = logs_client(*[ClientAuthenticationError("no token yet")] * 100)
+    landed = asyncio.run(
+        st.await_landing(
+            client,
+            SETTINGS.workspace_id,
+            {RECORD_A: 46},
+            table="AoaiUsage_CL",
+            clock=clock,
+            sleep=clock.asleep,
+        )
+    )
+    assert clock.now == st.LANDING_WAIT_SECONDS == 20 * 60
+    assert landed.missing == [RECORD_A]
+    assert st.report_landing(landed) == st.EXIT_NOT_LANDED == 2
+    out = capsys.readouterr().out
+    assert landed.query in out
+    assert "no token yet" in out
+    assert "first deployment" in out
+
+
+def test_landed_token_counts_that_differ_from_the_record_fail(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    clock = FakeAsyncClock()
+    client = logs_client(logs_result((RECORD_A, 45)))
+    landed = asyncio.run(
+        st.await_landing(
+            client, "ws", {RECORD_A: 46}, table="AoaiUsage_CL", clock=clock, sleep=clock.asleep
+        )
+    )
+    assert landed.mismatched == [RECORD_A]
+    assert st.report_landing(landed) == 1
+    assert "TotalTokens 45" in capsys.readouterr().out
+
+
+def test_the_records_read_from_the_hub_are_the_ones_looked_for_in_the_workspace() -> None:
+    record = documented_usage_records()[0]
+    request_id = record["caller"]["request_id"]
+    event = gateway_event_as_the_fragment_writes_it(request_id, record["caller"]["subscription_id"])
+    outcome = st.CallOutcome("azure non-streamed", 200, record["record_id"], content_ok=True)
+    checks = st.match([outcome], [record, event])
+    assert st.expected_landing(checks) == {record["record_id"]: st.counted_tokens(record)}

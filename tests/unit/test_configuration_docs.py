@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OUR_COMPONENTS = {"proxy", "usage", "delivery"}
+OUR_COMPONENTS = {"proxy", "usage", "delivery", "landing"}
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:

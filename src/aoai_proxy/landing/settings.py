@@ -53,15 +53,14 @@ class LandingSettings:
         return cls(
             endpoint=endpoint,
             rule_id=rule_id,
-            usage_stream=_stream(env, "LOGS_USAGE_STREAM"),
-            gateway_stream=_stream(env, "LOGS_GATEWAY_STREAM"),
+            usage_stream=_stream("LOGS_USAGE_STREAM", env.required("LOGS_USAGE_STREAM")),
+            gateway_stream=_stream("LOGS_GATEWAY_STREAM", env.required("LOGS_GATEWAY_STREAM")),
             instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
             managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
         )
 
 
-def _stream(env: _Env, name: str) -> str:
-    stream = env.required(name)
+def _stream(name: str, stream: str) -> str:
     # A custom stream is declared as Custom-<name> in the DCR's streamDeclarations.
     if not stream.startswith("Custom-"):
         raise ConfigError(
