@@ -3,6 +3,7 @@ records become downstream (the landing in Log Analytics)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -80,3 +81,31 @@ def drive(base_url: str) -> list[Call]:
     raw = sdk.embeddings.with_raw_response.create(model="text-embedding-3-small", input="hello")
     done(raw.http_response, headers)
     return calls
+
+
+def gateway_event(call: Call) -> bytes:
+    """APIM's gateway event for the call, as infra/modules/apim-gateway-event-fragment.xml writes it
+    (JObject.ToString(Formatting.None); DateTime "o" has seven fractional digits)."""
+    event = {
+        "type": "gateway",
+        "schema_version": 1,
+        "timestamp": "2026-12-06T09:00:01.1234567Z",
+        "request_id": call.apim_request_id,
+        "subscription_id": call.subscription_id,
+        "subscription_name": f"team {call.subscription_id}",
+        "product_id": "openai-standard",
+        "user_id": "1",
+        "client_ip": "203.0.113.24",
+        "api": "azure-openai",
+        "operation": "chat-completions",
+        "method": call.method,
+        "url_path": call.path,
+        "status": call.status,
+        "usage_record_id": call.record_id,
+        "error_reason": "",
+        "error_source": "",
+        "region": "Sweden Central",
+        "service": "apim-test",
+        "gateway_ttfb_ms": 15,
+    }
+    return json.dumps(event, separators=(",", ":")).encode()

@@ -21,7 +21,7 @@ from azure.functions import meta
 from azure.functions.eventhub import EventHubTriggerConverter
 from tests.identity_double import CLIENT_ID, TokenEndpoint
 from tests.ingestion_double import Fault, IngestionFake
-from tests.traffic import Call, drive
+from tests.traffic import drive, gateway_event
 
 from aoai_proxy.landing import blueprint
 from aoai_proxy.landing.columns import USAGE_COLUMNS, flatten
@@ -71,33 +71,6 @@ def context(retry_count: int = 0) -> Any:
     return ctx
 
 
-def apim_event(call: Call) -> bytes:
-    """APIM's gateway event for the call (infra/modules/apim-gateway-event-fragment.xml)."""
-    event = {
-        "type": "gateway",
-        "schema_version": 1,
-        "timestamp": "2026-12-06T09:00:01.1234567Z",
-        "request_id": call.apim_request_id,
-        "subscription_id": call.subscription_id,
-        "subscription_name": f"team {call.subscription_id}",
-        "product_id": "openai-standard",
-        "user_id": "1",
-        "client_ip": "203.0.113.24",
-        "api": "azure-openai",
-        "operation": "chat-completions",
-        "method": call.method,
-        "url_path": call.path,
-        "status": call.status,
-        "usage_record_id": call.record_id,
-        "error_reason": "",
-        "error_source": "",
-        "region": "Sweden Central",
-        "service": "apim-test",
-        "gateway_ttfb_ms": 15,
-    }
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
 async def test_every_call_lands_once_with_its_columns_and_joins_its_gateway_event(
     proxy_factory: Any,
     hub: Any,
@@ -115,7 +88,7 @@ async def test_every_call_lands_once_with_its_columns_and_joins_its_gateway_even
     usage_bodies = [body for batch in hub.sent for body in batch.bodies]
     assert len(usage_bodies) == len(calls)
     # The hub interleaves both producers' events; the landing gets them in batches as they come.
-    mixed = [b for pair in zip(usage_bodies, map(apim_event, calls), strict=True) for b in pair]
+    mixed = [b for pair in zip(usage_bodies, map(gateway_event, calls), strict=True) for b in pair]
     for start in range(0, len(mixed), 5):
         await landing_function(trigger_events(mixed[start : start + 5]), context())
 

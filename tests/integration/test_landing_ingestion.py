@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from tests.identity_double import CLIENT_ID, TokenEndpoint
 from tests.ingestion_double import AUDIENCE, Fault, IngestionFake
-from tests.traffic import drive
+from tests.traffic import Call, drive, gateway_event
 
 from aoai_proxy.landing.columns import GATEWAY_COLUMNS, USAGE_COLUMNS, flatten
 from aoai_proxy.landing.lander import Landing
@@ -40,43 +40,19 @@ async def landing(
 
 
 @pytest.fixture
-def records(proxy: Any) -> list[dict[str, Any]]:
-    """Usage records of real calls through the proxy (its JSONL sink), one per call."""
-    calls = drive(proxy.base_url)
-    found: list[dict[str, Any]] = proxy.records(len(calls))
-    assert sorted(r["record_id"] for r in found) == sorted(c.record_id for c in calls)
-    return found
+def calls(proxy: Any) -> list[Call]:
+    return drive(proxy.base_url)
+
+
+@pytest.fixture
+def records(proxy: Any, calls: list[Call]) -> list[dict[str, Any]]:
+    """Usage records of real calls through the proxy (its JSONL sink), one per call, in call order."""
+    found = {r["record_id"]: r for r in proxy.records(len(calls))}
+    return [found[call.record_id] for call in calls]
 
 
 def bodies(events: list[dict[str, Any]]) -> list[bytes]:
     return [json.dumps(event, separators=(",", ":")).encode() for event in events]
-
-
-def gateway_event(record: dict[str, Any]) -> dict[str, Any]:
-    """APIM's event for the same call (infra/modules/apim-gateway-event-fragment.xml)."""
-    caller = record["caller"]
-    return {
-        "type": "gateway",
-        "schema_version": 1,
-        "timestamp": record["timestamp"].replace("Z", "0000Z"),  # .NET "o": 7 digits
-        "request_id": caller.get("request_id") or str(uuid.uuid4()),
-        "subscription_id": caller.get("subscription_id") or "",
-        "subscription_name": caller.get("subscription_name") or "",
-        "product_id": caller.get("product_id") or "",
-        "user_id": caller.get("user_id") or "",
-        "client_ip": caller.get("client_ip") or "",
-        "api": "azure-openai",
-        "operation": "chat-completions",
-        "method": record["request"]["method"],
-        "url_path": record["request"]["path"],
-        "status": record["response"]["status"],
-        "usage_record_id": record["record_id"],
-        "error_reason": "",
-        "error_source": "",
-        "region": "Sweden Central",
-        "service": "apim-test",
-        "gateway_ttfb_ms": 12,
-    }
 
 
 def copies(record: dict[str, Any], count: int) -> list[dict[str, Any]]:
@@ -93,9 +69,9 @@ def copies(record: dict[str, Any], count: int) -> list[dict[str, Any]]:
 
 
 async def test_records_of_real_calls_land_with_their_columns_through_the_real_client(
-    landing: Landing, ingestion: IngestionFake, records: list[dict[str, Any]]
+    landing: Landing, ingestion: IngestionFake, records: list[dict[str, Any]], calls: list[Call]
 ) -> None:
-    gateway = [gateway_event(r) for r in records]
+    gateway = [json.loads(gateway_event(call)) for call in calls]
     result = await landing.land(bodies(records + gateway), final_attempt=False)
 
     assert not result.retry

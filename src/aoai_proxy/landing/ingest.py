@@ -45,6 +45,7 @@ READ_TIMEOUT = 60
 # learn.microsoft.com/azure/azure-monitor/logs/logs-ingestion-api-overview#limits-and-restrictions:
 # 1 MB per API call, compressed or not; kept below it with room to spare.
 MAX_CALL_BYTES = 1_000_000
+ERROR_CHARS = 500  # of an error's text in a log line
 _PERMANENT = {HTTPStatus.BAD_REQUEST, HTTPStatus.REQUEST_ENTITY_TOO_LARGE}
 
 
@@ -147,5 +148,7 @@ def _permanent(error: Exception) -> bool:
 def _describe(error: Exception) -> str:
     if isinstance(error, HttpResponseError):
         code = error.error.code if error.error is not None else None
-        return f"HTTP {error.status_code} {code or error.reason or ''}: {error.message}".strip()
-    return f"{type(error).__name__}: {error}"
+        text = f"HTTP {error.status_code} {code or error.reason or ''}: {error.message}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return " ".join(text.split())[:ERROR_CHARS]
