@@ -108,7 +108,7 @@ def test_the_pipeline_principal_type_is_service_principal(workflow: dict[str, An
 
 
 def test_the_smoke_test_requirements_cover_its_imports() -> None:
-    needed = {"openai", "azure-identity", "azure-eventhub", "httpx"}
+    needed = {"openai", "azure-identity", "azure-eventhub", "httpx", "azure-monitor-query"}
     text = (ROOT / "scripts" / "requirements-smoke.txt").read_text(encoding="utf-8")
     names = {
         re.split(r"[<>=\s]", line, maxsplit=1)[0]
