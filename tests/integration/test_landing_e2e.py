@@ -23,6 +23,7 @@ from tests.identity_double import CLIENT_ID, TokenEndpoint
 from tests.ingestion_double import Fault, IngestionFake
 from tests.traffic import drive, gateway_event
 
+from aoai_proxy.config import ConfigError
 from aoai_proxy.landing import blueprint
 from aoai_proxy.landing.columns import USAGE_COLUMNS, flatten
 
@@ -126,3 +127,14 @@ async def test_a_failing_batch_fails_the_invocation_until_the_last_retry(
     await landing_function(trigger_events([body]), context(retry_count=8))
     assert blueprint.landing.totals.failed == 1
     assert blueprint.landing.totals.retried == 1
+
+
+async def test_a_missing_setting_fails_the_invocation_naming_it(
+    ingestion: IngestionFake,
+    landing_function: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LOGS_DCR_IMMUTABLE_ID", "")  # as azd writes an unset output
+    with pytest.raises(ConfigError, match="LOGS_DCR_IMMUTABLE_ID"):
+        await landing_function(trigger_events([b'{"type":"usage"}']), context())
+    assert ingestion.received == []
