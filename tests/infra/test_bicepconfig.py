@@ -21,7 +21,6 @@ CONFIG = bt.INFRA / "bicepconfig.json"
 MUST_BE_ERRORS = (
     "outputs-should-not-contain-secrets",
     "secure-parameter-default",
-    "secure-secrets-in-params",
     "use-secure-value-for-secure-inputs",
     "adminusername-should-not-be-literal",
     "no-hardcoded-location",
@@ -78,6 +77,22 @@ def test_no_unused_params_or_vars(path: Path) -> None:
         for name in _declared(text, keyword):
             uses = len(re.findall(rf"(?<![\w.']){name}\b", text))
             assert uses > 1, f"{path.name}: {keyword} {name} is never used"
+
+
+@pytest.mark.parametrize("path", bt.bicep_files(), ids=lambda p: p.name)
+def test_no_unused_existing_resources(path: Path) -> None:
+    text = bt.read(path)
+    for resource in bt.resources(text, path):
+        if resource.existing:
+            uses = len(re.findall(rf"(?<![\w.']){resource.symbol}\b", text))
+            assert uses > 1, f"{path.name}: existing resource {resource.symbol} is never used"
+
+
+@pytest.mark.parametrize("path", bt.bicep_files(), ids=lambda p: p.name)
+def test_location_functions_only_in_parameter_defaults(path: Path) -> None:
+    for line in bt.read(path).splitlines():
+        if re.search(r"\b(resourceGroup|deployment)\(\)\.location\b", line):
+            assert line.lstrip().startswith("param "), f"{path.name}: {line.strip()}"
 
 
 def test_the_unused_check_can_fail() -> None:
