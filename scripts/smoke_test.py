@@ -360,6 +360,14 @@ def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutco
         )
 
 
+# The GA api-version most clients pin: a stream on it that does not ask for usage must still be
+# metered exactly, by the proxy's injection (docs/usage-record.md, "Which calls are injected"). The
+# simulator only models the service; this call checks the decision against Azure itself.
+GA_API_VERSION = "2024-10-21"
+GA_STREAM = f"azure {GA_API_VERSION} streamed"
+EXPECTED_SOURCE = {GA_STREAM: "injected"}
+
+
 def make_clients(
     settings: Settings, key: str, http_client: Any = None
 ) -> list[tuple[str, Any, bool]]:
@@ -384,10 +392,20 @@ def make_clients(
         timeout=120,
         http_client=http_client,
     )
+    # Sends no stream_options: whether the record has tokens depends on the proxy alone.
+    ga = AzureOpenAI(
+        azure_endpoint=settings.gateway_url,
+        api_key=key,
+        api_version=GA_API_VERSION,
+        max_retries=0,
+        timeout=120,
+        http_client=http_client,
+    )
     return [
         ("azure non-streamed", azure, False),
         ("azure streamed", azure, True),
         ("v1 non-streamed", v1, False),
+        (GA_STREAM, ga, True),
     ]
 
 
@@ -549,6 +567,7 @@ class Check:
     gateway_event: bool = False
     same_subscription: bool = False
     tokens: int | None = None
+    source_ok: bool = True  # usage.source is the one this call must have (EXPECTED_SOURCE)
     detail: str = ""
     record: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -559,6 +578,7 @@ class Check:
             and self.gateway_event
             and self.same_subscription
             and self.tokens is not None
+            and self.source_ok
         )
 
 
@@ -601,6 +621,9 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
         check.usage_record = True
         check.record = dict(record)
         check.tokens = counted_tokens(record)
+        expected = EXPECTED_SOURCE.get(outcome.name)
+        record_usage = record.get("usage") if isinstance(record.get("usage"), Mapping) else {}
+        check.source_ok = expected is None or record_usage.get("source") == expected
         caller = record.get("caller") if isinstance(record.get("caller"), Mapping) else {}
         request_id = str(caller.get("request_id") or "").lower()
         if not request_id:
@@ -617,6 +640,11 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
             check.detail = "subscription ids differ between usage record and gateway event"
         elif check.tokens is None:
             check.detail = f"no exact token counts in the record: {record.get('usage')}"
+        elif not check.source_ok:
+            check.detail = (
+                f"usage.source is {record_usage.get('source')}, expected {expected}: "
+                f"{record_usage.get('source_reason')}"
+            )
         else:
             source = record["usage"]["source"]
             check.detail = f"request {request_id}, status {event.get('status')}, {source} usage"

@@ -279,14 +279,21 @@ def test_consumers_sdks_reach_the_gateway_with_the_key_in_api_key() -> None:
         ("azure non-streamed", 200, True, None),
         ("azure streamed", 200, True, None),
         ("v1 non-streamed", 200, True, None),
+        ("azure 2024-10-21 streamed", 200, True, None),
     ]
-    assert [o.usage_record_id for o in outcomes] == ["rec-1", "rec-2", "rec-3"]
+    assert [o.usage_record_id for o in outcomes] == ["rec-1", "rec-2", "rec-3", "rec-4"]
     paths = [(r.url.path, r.url.params.get("api-version")) for r in gateway.requests]
     assert paths == [
         ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
         ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
         ("/openai/v1/chat/completions", None),
+        ("/openai/deployments/chat/chat/completions", "2024-10-21"),
     ]
+    ga_body = json.loads(gateway.requests[3].content)
+    assert ga_body["stream"] is True
+    assert (
+        "stream_options" not in ga_body
+    )  # the record's tokens must come from the proxy's injection
     assert all(r.headers["api-key"] == "sub-key" for r in gateway.requests)
     assert json.loads(gateway.requests[2].content)["model"] == "chat"
 
@@ -440,6 +447,22 @@ def test_a_missing_or_mismatched_piece_fails_with_a_reason(
     assert not check.passed
     assert detail in check.detail
     assert not st.passed(outcomes, [check])
+
+
+def test_the_ga_stream_must_be_metered_by_injection() -> None:
+    ga = outcome(st.GA_STREAM, "r1")
+    (injected,) = st.match([ga], [usage("r1", "q1"), gateway_event("q1")])
+    assert injected.passed
+    (provider,) = st.match([ga], [usage("r1", "q1", source="provider"), gateway_event("q1")])
+    assert not provider.passed
+    assert "expected injected" in provider.detail
+    (none,) = st.match([ga], [usage("r1", "q1", source="none"), gateway_event("q1")])
+    assert not none.passed
+    # Other calls accept either exact source.
+    (other,) = st.match(
+        [outcome("a", "r1")], [usage("r1", "q1", "first-consumer", "provider"), gateway_event("q1")]
+    )
+    assert other.passed
 
 
 def test_a_failed_call_fails_without_looking_for_records() -> None:
