@@ -12,11 +12,13 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from aoai_proxy.config import Settings, inbound_auth_is_entra
 from aoai_proxy.landing.blueprint import bp as landing_blueprint
+from aoai_proxy.logs import quiet_libraries_from_env
 from aoai_proxy.proxy import handle, health
 from aoai_proxy.replay_blueprint import bp as replay_blueprint
 from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES, RouteSpec
 from aoai_proxy.runtime import RuntimeHolder
 
+quiet_libraries_from_env()  # before the first request: the timers' and the landing's SDK calls too
 # Key mode: the Functions host checks the host key APIM sends. Entra mode: App Service
 # authentication checks APIM's token before the host, and the proxy checks the caller again
 # (aoai_proxy/caller.py); a Functions key would add nothing but a second secret.

@@ -38,18 +38,41 @@ RECORDED_DIR = Path(
 )
 
 
+def have_recordings() -> bool:
+    return (RECORDED_DIR / "SOURCES.md").exists()
+
+
+def recordings_skip_reason(count: int) -> str:
+    """Said once for all of them in pytest's summary (identical reasons are grouped)."""
+    return (
+        "recorded Azure OpenAI responses are not included in this repository (they are kept "
+        f"outside it); {count} tests skipped. The simulator tests cover the same behaviour."
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without the recordings, every test that reads them is skipped with one plain reason that
+    says how many there are."""
+    if have_recordings():
+        return
+    needing = [item for item in items if "recorded" in getattr(item, "fixturenames", ())]
+    skip = pytest.mark.skip(reason=recordings_skip_reason(len(needing)))
+    for item in needing:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def recorded() -> Path:
     """../shared/fixtures/azure-openai: real recorded Azure OpenAI responses (never copied here)."""
-    if not (RECORDED_DIR / "SOURCES.md").exists():
-        pytest.skip(f"recorded Azure OpenAI fixtures not found at {RECORDED_DIR}")
+    if not have_recordings():  # tests that ask for it were skipped at collection already
+        pytest.skip(recordings_skip_reason(1))
     return RECORDED_DIR
 
 
 @pytest.fixture
 def simulator_fixtures_dir() -> Path | None:
     """Where the simulator finds recordings for x-sim-replay (None when they are absent)."""
-    return RECORDED_DIR if (RECORDED_DIR / "SOURCES.md").exists() else None
+    return RECORDED_DIR if have_recordings() else None
 
 
 # --- the proxy under uvicorn ------------------------------------------------------------------------

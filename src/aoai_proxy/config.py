@@ -21,6 +21,7 @@ SinkKind = Literal["eventhub", "jsonl", "log"]
 _T = TypeVar("_T", bound=str)
 
 _AUTH_CHOICES: tuple[UpstreamAuth, ...] = ("entra", "none")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 _INBOUND_CHOICES: tuple[InboundAuth, ...] = ("key", "entra")
 _SINK_CHOICES: tuple[SinkKind, ...] = ("eventhub", "jsonl", "log")
 
@@ -95,6 +96,13 @@ class InjectionPolicy:
         )
 
 
+def library_log_level(environ: Mapping[str, str] | None = None) -> str:
+    """LIBRARY_LOG_LEVEL: the level of httpx's and the Azure SDKs' loggers (aoai_proxy.logs)."""
+    return _Env(os.environ if environ is None else environ).choice(
+        "LIBRARY_LOG_LEVEL", _LOG_LEVELS, "warning"
+    )
+
+
 # POST /api/aoaifn (aoai_proxy.origin) forwards with this api-version unless AOAIFN_API_VERSION says
 # otherwise: the GA version, on which streams get exact usage injected. The origin used
 # 2024-08-01-preview; its clients send stream_options themselves, which both versions accept.
@@ -153,6 +161,7 @@ class Settings:
     injection: InjectionPolicy = InjectionPolicy()
     aoaifn_deployment: str | None = None
     aoaifn_api_version: str = DEFAULT_AOAIFN_API_VERSION
+    library_log_level: str = "warning"
     capture_content: bool = False
     capture_max_bytes: int = 2048
     eventhub_namespace: str | None = None
@@ -203,6 +212,7 @@ class Settings:
             injection=InjectionPolicy.read(env),
             aoaifn_deployment=env.optional("AZURE_OPENAI_DEPLOYMENT"),
             aoaifn_api_version=_aoaifn_api_version(env),
+            library_log_level=library_log_level(environ),
             capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),
             capture_max_bytes=env.integer("USAGE_CAPTURE_MAX_BYTES", 2048, minimum=0),
             eventhub_namespace=target.namespace if target else None,

@@ -10,6 +10,21 @@ from azure.identity.aio import DefaultAzureCredential
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 
+def token_failure_hint(managed_identity_client_id: str | None) -> str:
+    """What to check when no token came: the managed identity in Azure, the developer's login
+    locally. The credential chain's own message goes to the log, not to the caller."""
+    if managed_identity_client_id:
+        return (
+            "Could not get an Entra ID token for Azure OpenAI; check the Function's managed "
+            "identity (AZURE_CLIENT_ID) and its Cognitive Services OpenAI User role."
+        )
+    return (
+        "Could not get an Entra ID token for Azure OpenAI. No managed identity is configured "
+        "(AZURE_CLIENT_ID is unset), so the proxy uses your developer login: run `az login` or "
+        "`azd auth login`, then retry. The proxy's log has the credential chain's message."
+    )
+
+
 def build_credential(managed_identity_client_id: str | None) -> AsyncTokenCredential:
     # DefaultAzureCredential tries the managed identity first in Azure (AZURE_CLIENT_ID picks the
     # user-assigned one) and the developer's azd/az login locally. Interactive browser login is

@@ -89,6 +89,12 @@ class InternalError(ProxyError):
     code = "internal_error"
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one log line: its type and its message with the line breaks folded (the
+    credential chain's message spans a dozen lines), cut to 1,000 characters."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:1000]
+
+
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 

@@ -25,6 +25,7 @@ from .errors import (
     ServiceMisconfigured,
     UpstreamTimeout,
     UpstreamUnreachable,
+    one_line,
 )
 from .inbound import Call, describe_call, read_body, with_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject
@@ -225,9 +226,13 @@ def _emitter(runtime: Runtime) -> Callable[[UsageMeter], None]:
 
 def _answer_with_error(runtime: Runtime, meter: UsageMeter, exc: ProxyError) -> Response:
     if exc.status >= 500:
-        log.warning(
-            "answering %d %s: %s", exc.status, exc.code, exc.message, exc_info=exc.__cause__
-        )
+        # One line with the cause: in Azure every log line is an Application Insights trace, and a
+        # 502 burst must not write a traceback per call. The traceback is there at DEBUG.
+        cause = exc.__cause__
+        because = f" ({one_line(cause)})" if cause is not None else ""
+        log.warning("answering %d %s: %s%s", exc.status, exc.code, exc.message, because)
+        if cause is not None:
+            log.debug("cause of the %d answer", exc.status, exc_info=cause)
     meter.proxy_error(exc.status, exc.code, exc.message)
     runtime.sink.submit(meter.finish())
     return error_response(exc, record_id=meter.record_id)

@@ -17,6 +17,7 @@ from azure.identity.aio import get_bearer_token_provider
 from .config import Settings
 from .credentials import COGNITIVE_SERVICES_SCOPE, build_credential
 from .inject import RejectedVersions
+from .logs import quiet_libraries
 from .sinks import UsageSink, build_sink
 from .upstream import Upstream
 
@@ -31,6 +32,7 @@ class Runtime:
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
+        quiet_libraries(settings.library_log_level)
         needs_credential = settings.upstream_auth == "entra" or settings.sink == "eventhub"
         credential = (
             build_credential(settings.managed_identity_client_id) if needs_credential else None

@@ -12,17 +12,15 @@ re-normalisation, no cookie jar, and no header the caller did not send but Host,
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from yarl import URL
 
 from .config import Settings
+from .credentials import token_failure_hint
 from .errors import BadRequest, UpstreamTimeout, UpstreamUnreachable
 from .paths import confined
-
-log = logging.getLogger(__name__)
 
 TokenProvider = Callable[[], Awaitable[str]]
 RawHeaders = list[tuple[bytes, bytes]]
@@ -168,7 +166,7 @@ class Upstream:
                 "Long generations should use stream=true."
             ) from exc
         except aiohttp.ClientError as exc:
-            # The details (host, errno) go to the log with the traceback, not to the caller.
+            # The details (host, errno) go to the log, not to the caller (proxy._answer_with_error).
             raise UpstreamUnreachable("Azure OpenAI could not be reached.") from exc
         return UpstreamResponse(response)
 
@@ -177,11 +175,9 @@ class Upstream:
         try:
             return await self._token_provider()
         except Exception as exc:
-            log.exception("could not get an Entra ID token for Azure OpenAI")
-            raise UpstreamUnreachable(
-                "Could not get an Entra ID token for Azure OpenAI; check the Function's "
-                "managed identity and its role assignment."
-            ) from exc
+            # Logged once, with this cause, where the 502 is answered (proxy._answer_with_error).
+            hint = token_failure_hint(self._settings.managed_identity_client_id)
+            raise UpstreamUnreachable(hint) from exc
 
     async def aclose(self) -> None:
         await self._session.close()

@@ -6,7 +6,15 @@ if __package__ in (None, ""):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from aoai_simulator.cli import main
+    try:
+        from aoai_simulator.cli import main
+    except ModuleNotFoundError as exc:
+        # A Python without the project's packages (the usual slip: not the .venv one).
+        sys.exit(
+            f"The simulator needs {exc.name!r}, which this Python ({sys.executable}) lacks. Run it "
+            "with the project's environment: .venv/bin/python tools/aoai_simulator ... "
+            "(bash scripts/dev or bash scripts/check creates .venv)."
+        )
 else:
     from .cli import main
 
