@@ -55,6 +55,26 @@ def token_app(endpoint_hits: list[dict[str, str]], *, fail: bool) -> Starlette:
     return Starlette(routes=[Route("/msi/token", token)])
 
 
+# Every source DefaultAzureCredential reads from the environment but the App Service managed
+# identity (IDENTITY_ENDPOINT + IDENTITY_HEADER), which the tests set themselves.
+OTHER_CREDENTIAL_VARIABLES = (
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_USERNAME",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "IMDS_ENDPOINT",
+    "IDENTITY_SERVER_THUMBPRINT",
+)
+
+
+def clear_other_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in OTHER_CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def identity_endpoint(
     serve_asgi: Callable[..., str], monkeypatch: pytest.MonkeyPatch
@@ -63,18 +83,7 @@ def identity_endpoint(
         endpoint = TokenEndpoint(base_url="")
         endpoint.base_url = serve_asgi(token_app(endpoint.hits, fail=fail))
         # Only the managed identity may answer: clear every other source DefaultAzureCredential tries.
-        for name in (
-            "AZURE_CLIENT_SECRET",
-            "AZURE_TENANT_ID",
-            "AZURE_CLIENT_CERTIFICATE_PATH",
-            "AZURE_FEDERATED_TOKEN_FILE",
-            "AZURE_USERNAME",
-            "MSI_ENDPOINT",
-            "MSI_SECRET",
-            "IMDS_ENDPOINT",
-            "IDENTITY_SERVER_THUMBPRINT",
-        ):
-            monkeypatch.delenv(name, raising=False)
+        clear_other_credentials(monkeypatch)
         monkeypatch.setenv("IDENTITY_ENDPOINT", f"{endpoint.base_url}/msi/token")
         monkeypatch.setenv("IDENTITY_HEADER", IDENTITY_HEADER)
         return endpoint

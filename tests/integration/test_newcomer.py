@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.conftest import RECORDED_DIR, recordings_skip_reason
+from tests.identity_double import clear_other_credentials
 
 from aoai_proxy.config import ConfigError, Settings
 from aoai_proxy.logs import LIBRARY_LOGGERS, quiet_libraries_from_env
@@ -78,19 +79,8 @@ def no_developer_login(
 ) -> None:
     """DefaultAzureCredential with nothing to log in with: no environment credentials, a managed
     identity endpoint that refuses (no IMDS probe to the network), no az/azd on the PATH."""
-    for name in (
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_TENANT_ID",
-        "AZURE_CLIENT_CERTIFICATE_PATH",
-        "AZURE_FEDERATED_TOKEN_FILE",
-        "AZURE_USERNAME",
-        "MSI_ENDPOINT",
-        "MSI_SECRET",
-        "IMDS_ENDPOINT",
-        "IDENTITY_SERVER_THUMBPRINT",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    clear_other_credentials(monkeypatch)
+    monkeypatch.delenv("AZURE_CLIENT_ID", raising=False)
     refusing = serve_asgi(_refuse)
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"{refusing}/msi/token")
     monkeypatch.setenv("IDENTITY_HEADER", "header")
