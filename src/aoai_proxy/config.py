@@ -98,9 +98,8 @@ class InjectionPolicy:
 
 def library_log_level(environ: Mapping[str, str] | None = None) -> str:
     """LIBRARY_LOG_LEVEL: the level of httpx's and the Azure SDKs' loggers (aoai_proxy.logs)."""
-    return _Env(os.environ if environ is None else environ).choice(
-        "LIBRARY_LOG_LEVEL", _LOG_LEVELS, "warning"
-    )
+    env = _Env(os.environ if environ is None else environ)
+    return env.choice("LIBRARY_LOG_LEVEL", _LOG_LEVELS, "warning")
 
 
 # POST /api/aoaifn (aoai_proxy.origin) forwards with this api-version unless AOAIFN_API_VERSION says
