@@ -33,7 +33,9 @@ MAX_RETRIES = 8  # 10 s, 20 s, 40 s ... then 15 min apart: about 36 minutes in a
     event_hub_name="%EVENTHUB_NAME%",
     consumer_group="%USAGE_LANDING_CONSUMER_GROUP%",
     cardinality="many",
-    data_type="binary",  # the bodies as sent, bytes for bytes
+    # The bodies as sent, bytes for bytes: without a dataType the host treats JSON bodies as JSON
+    # and can re-shape a batch (azure-functions-python-worker#527, azure-sdk-for-net#45337).
+    data_type="binary",
 )
 @bp.retry(
     strategy="exponential_backoff",
