@@ -170,7 +170,7 @@ class UsageMeter:
             return
         if not isinstance(payload, dict):
             return
-        if payload.get("object") == "response":
+        if payload.get("object") == "response" or "output" in payload:
             # Checked before `error`: a Response object always has one, `null` unless it failed.
             self._observe_response_object(payload)
         elif isinstance(payload.get("error"), dict):
