@@ -91,14 +91,20 @@ class ProxyServer:
         deadline = time.monotonic() + RECORDS_TIMEOUT_S
         lines: list[str] = []
         while time.monotonic() < deadline:
-            lines = path.read_text().splitlines() if path.exists() else []
+            lines = _complete_lines(path)
             if len(lines) >= count:
                 break
             time.sleep(0.01)
         time.sleep(0.05)  # a late extra record would be a bug: give it the chance to show
-        lines = path.read_text().splitlines() if path.exists() else []
+        lines = _complete_lines(path)
         assert len(lines) == count, f"expected {count} usage records, found {len(lines)}"
         return [json.loads(line) for line in lines]
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The JSONL file's finished lines: the sink may be appending the last one right now."""
+    text = path.read_text() if path.exists() else ""
+    return text[: text.rfind("\n") + 1].splitlines()
 
 
 @dataclasses.dataclass(frozen=True)
