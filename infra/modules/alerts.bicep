@@ -1,6 +1,8 @@
-// Log search alert rules on the usage tables, and an optional e-mail action group. The queries are the
-// files infra/analytics/alerts/*.kql (checked in CI against tables.json by tools/kql_check); the rules
-// say how often they run, over which window, and what value fires.
+// Log search alert rules on the usage tables and on the pipeline's own log lines (AppTraces of the
+// workspace-based Application Insights, in the same workspace), and an optional e-mail action group.
+// The queries are the files infra/analytics/alerts/*.kql (checked in CI by tools/kql_check against
+// tables.json and the documented AppTraces columns); the rules say how often they run, over which
+// window, and what value fires.
 // Log search alerts: https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule
 // https://learn.microsoft.com/azure/templates/microsoft.insights/scheduledqueryrules
 // https://learn.microsoft.com/azure/templates/microsoft.insights/actiongroups
@@ -70,7 +72,7 @@ var actions = {
 }
 
 // Each rule: the query runs every evaluationFrequency over the last windowSize; each row is one
-// dimension combination (a deployment, a subscription) whose metricMeasureColumn is compared with the
+// dimension combination (a deployment, a subscription, a Function App and signal) whose metricMeasureColumn is compared with the
 // threshold. autoMitigate resolves the alert when the condition clears.
 var rules = [
   {
@@ -83,7 +85,9 @@ var rules = [
     query: withMinCalls.throttled
     measure: 'ThrottledPercent'
     aggregation: 'Maximum'
-    dimension: 'Deployment'
+    dimensions: [
+      'Deployment'
+    ]
     threshold: throttledPercentThreshold
   }
   {
@@ -96,7 +100,9 @@ var rules = [
     query: withMinCalls.errors
     measure: 'ErrorPercent'
     aggregation: 'Maximum'
-    dimension: 'Deployment'
+    dimensions: [
+      'Deployment'
+    ]
     threshold: errorPercentThreshold
   }
   {
@@ -109,7 +115,9 @@ var rules = [
     query: loadTextContent('../analytics/alerts/daily-tokens.kql')
     measure: 'Tokens'
     aggregation: 'Maximum'
-    dimension: 'ApimSubscriptionName'
+    dimensions: [
+      'ApimSubscriptionName'
+    ]
     threshold: dailyTokensPerSubscriptionThreshold
   }
   {
@@ -122,8 +130,72 @@ var rules = [
     query: loadTextContent('../analytics/alerts/missing-usage.kql')
     measure: 'Missing'
     aggregation: 'Total'
-    dimension: ''
+    dimensions: []
     threshold: missingUsageRecordsThreshold
+  }
+  // The pipeline's own failure signals (docs/usage-analytics.md, Pipeline alerts). Any lost or
+  // unlanded record is worth a look, so these fire above 0; AppRoleName is the Function App.
+  {
+    name: 'delivery-lost'
+    displayName: 'Usage records lost in delivery'
+    description: 'Usage records that neither Event Hubs nor the dead-letter store took: each is logged in full ("usage record undeliverable"). Re-send them from the log lines; see docs/usage-analytics.md (Pipeline alerts) and docs/delivery.md.'
+    severity: 1
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: loadTextContent('../analytics/alerts/delivery-lost.kql')
+    measure: 'Lost'
+    aggregation: 'Total'
+    dimensions: [
+      'AppRoleName'
+    ]
+    threshold: 0
+  }
+  {
+    name: 'delivery-at-risk'
+    displayName: 'Usage records at risk in delivery'
+    description: 'Usage records waiting too long in memory (at_risk), dead-lettered because Event Hubs failed (dead_lettered), or dead letters the replay could not send (replay_failed). See docs/usage-analytics.md (Pipeline alerts).'
+    severity: 2
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: loadTextContent('../analytics/alerts/delivery-at-risk.kql')
+    measure: 'Count'
+    aggregation: 'Total'
+    dimensions: [
+      'AppRoleName'
+      'Signal'
+    ]
+    threshold: 0
+  }
+  {
+    name: 'landing-failed'
+    displayName: 'Usage records not landed in Log Analytics'
+    description: 'Rows the Logs Ingestion API refused or that still failed after the last retry (rows), or batches whose invocation failed on its last retry (batches). The hub keeps them for its retention: see docs/usage-analytics.md (Pipeline alerts, Re-landing).'
+    severity: 1
+    frequency: 'PT5M'
+    window: 'PT15M'
+    query: loadTextContent('../analytics/alerts/landing-failed.kql')
+    measure: 'Failed'
+    aggregation: 'Total'
+    dimensions: [
+      'AppRoleName'
+      'Signal'
+    ]
+    threshold: 0
+  }
+  {
+    name: 'landing-unknown-events'
+    displayName: 'Unknown events on the usage hub'
+    description: 'Events of an unknown type or schema version, or not JSON, were not landed. See docs/usage-analytics.md (Pipeline alerts).'
+    severity: 2
+    frequency: 'PT15M'
+    window: 'PT30M'
+    query: loadTextContent('../analytics/alerts/landing-unknown-events.kql')
+    measure: 'Unknown'
+    aggregation: 'Total'
+    dimensions: [
+      'AppRoleName'
+    ]
+    threshold: 0
   }
 ]
 
@@ -148,15 +220,13 @@ resource rule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r in ru
           query: r.query
           timeAggregation: r.aggregation
           metricMeasureColumn: r.measure
-          dimensions: empty(r.dimension) ? [] : [
-            {
-              name: r.dimension
-              operator: 'Include'
-              values: [
-                '*'
-              ]
-            }
-          ]
+          dimensions: [for d in r.dimensions: {
+            name: d
+            operator: 'Include'
+            values: [
+              '*'
+            ]
+          }]
           operator: 'GreaterThan'
           threshold: r.threshold
           failingPeriods: {

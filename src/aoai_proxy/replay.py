@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -31,6 +32,8 @@ from .sinks.counters import CounterLog, DeliveryCounters
 from .sinks.events import Encoded, decode, make_producer, send_in_batches
 
 log = logging.getLogger(__name__)
+
+REPLAY_FAILED_EVENT = "usage_replay_failed"
 
 # A timer run should end well before the next one (every 5 minutes) and the host's timeout.
 DEFAULT_MAX_SECONDS = 240.0
@@ -78,6 +81,7 @@ class ReplayResult:
     blobs: int = 0  # blobs emptied and deleted
     replayed: int = 0  # records the hub accepted
     stopped_early: bool = False  # the hub failed or time ran out: the rest waits for the next run
+    send_failed: bool = False  # the hub refused a send or did not answer in time
 
 
 async def replay_deadletters(
@@ -110,6 +114,7 @@ async def replay_deadletters(
             async with asyncio.timeout(left):
                 too_large = await send_in_batches(producers, pending, deadline=deadline)
         except Exception:
+            result.send_failed = True
             log.warning(
                 "replay stopped: Event Hubs refused a send; %d record(s) stay parked",
                 len(pending),
@@ -206,6 +211,7 @@ async def run_replay(settings: ReplaySettings, credential: AsyncTokenCredential)
         source="replay",
         replay_blobs=result.blobs,
         replay_stopped_early=result.stopped_early,
+        replay_send_failed=result.send_failed,  # infra/analytics/alerts/delivery-at-risk.kql
     )
     return result
 
@@ -219,5 +225,15 @@ async def replay_from_env(environ: Mapping[str, str] | None = None) -> ReplayRes
     credential = build_credential(settings.managed_identity_client_id)
     try:
         return await run_replay(settings, credential)
+    except Exception as exc:
+        # A run that cannot even start (the store refuses the listing, no token) writes no counters
+        # line: this one is what the delivery-at-risk alert counts (docs/usage-analytics.md).
+        line = {
+            "event": REPLAY_FAILED_EVENT,
+            "instance_id": settings.instance_id,
+            "error": repr(exc)[:500],
+        }
+        log.error("%s %s", REPLAY_FAILED_EVENT, json.dumps(line, separators=(",", ":")))
+        raise
     finally:
         await credential.close()

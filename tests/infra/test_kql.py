@@ -55,7 +55,7 @@ def test_every_shipped_query_binds_against_the_declared_tables(
     # Something of each kind was found: an empty list would pass vacuously.
     assert sum(s.startswith("workbook item") for s in sources) >= 12
     assert sum(s.startswith("workbook parameter") for s in sources) == 2
-    assert sum(s.startswith("alert query") for s in sources) == 4
+    assert sum(s.startswith("alert query") for s in sources) == 8
     assert sum(s.startswith("usage-analytics.md") for s in sources) >= 3
     assert [str(p) for a in shipped.values() for p in a.problems] == []
 
@@ -98,6 +98,29 @@ def test_an_unknown_function_and_a_syntax_error_fail_the_check() -> None:
     problems = _analyze(queries)
     assert any(p.source == "unknown" and "count_if" in p.message for p in problems)
     assert any(p.source == "dangling" for p in problems)
+
+
+def test_a_misspelled_application_insights_column_fails_the_check() -> None:
+    text = (kql_check.ALERTS_DIR / "delivery-at-risk.kql").read_text(encoding="utf-8")
+    assert "AppRoleName" in text
+    problems = _analyze(
+        [
+            kql_check.Query("role", text.replace("AppRoleName", "AppRolename")),
+            kql_check.Query("message", "AppTraces | where Messages startswith 'usage'"),
+            kql_check.Query("column of another table", "AppTraces | where Success == false"),
+        ]
+    )
+    assert {p.source for p in problems} == {"role", "message", "column of another table"}
+    assert all("KS142" in p.message for p in problems)
+
+
+def test_application_insights_columns_have_their_documented_types() -> None:
+    traces = {c["name"]: c["type"] for c in TABLES["AppTraces"]}
+    assert traces["Message"] == "string"
+    assert traces["SeverityLevel"] == "int"
+    assert traces["Properties"] == "dynamic"
+    assert traces["TimeGenerated"] == "dateTime"
+    assert traces["_ResourceId"] == "string"  # a standard column, added as to every table
 
 
 def test_an_unknown_table_fails_the_check() -> None:
@@ -222,8 +245,8 @@ def test_alerts_bicep_loads_every_alert_query_and_fills_its_placeholders() -> No
 NUMERIC = {"int", "long", "real", "decimal"}
 
 
-def _alert_rules() -> list[dict[str, str]]:
-    """Each rule of alerts.bicep: its query file, measure column and dimension column."""
+def _alert_rules() -> list[dict[str, Any]]:
+    """Each rule of alerts.bicep: its query file, measure column and dimension columns."""
     text = bt.read(bt.INFRA / "modules" / "alerts.bicep")
     files = dict(
         re.findall(
@@ -236,9 +259,9 @@ def _alert_rules() -> list[dict[str, str]]:
     rules = []
     for block in re.split(r"\n  \{\n", rules_body)[1:]:
         # One `key: value` a line (descriptions hold escaped quotes, so no generic parser).
-        entries = dict(
-            re.findall(r"^    (name|query|measure|dimension): (.+)$", block, re.MULTILINE)
-        )
+        entries = dict(re.findall(r"^    (name|query|measure): (.+)$", block, re.MULTILINE))
+        dimensions = re.search(r"^    dimensions: \[(.*?)\]$", block, re.MULTILINE | re.DOTALL)
+        assert dimensions, block
         query = entries["query"]
         m = re.fullmatch(r"loadTextContent\('\.\./analytics/alerts/([\w-]+\.kql)'\)", query)
         file = m.group(1) if m else files[query.removeprefix("withMinCalls.")]
@@ -247,7 +270,7 @@ def _alert_rules() -> list[dict[str, str]]:
                 "name": bt.unquote(entries["name"]) or "",
                 "file": file,
                 "measure": bt.unquote(entries["measure"]) or "",
-                "dimension": bt.unquote(entries["dimension"]) or "",
+                "dimensions": re.findall(r"'([^']*)'", dimensions.group(1)),
             }
         )
     return rules
@@ -264,13 +287,20 @@ def test_each_alert_query_returns_the_columns_its_rule_reads(
         "error-rate",
         "daily-tokens",
         "missing-usage-records",
+        "delivery-lost",
+        "delivery-at-risk",
+        "landing-failed",
+        "landing-unknown-events",
     }
     for rule in rules:
         analysis = shipped[f"alert query {rule['file']}"]
         assert analysis.problems == []
         assert analysis.columns.get(rule["measure"]) in NUMERIC, (rule, analysis.columns)
-        if rule["dimension"]:
-            assert analysis.columns.get(rule["dimension"]) == "string", (rule, analysis.columns)
+        for dimension in rule["dimensions"]:
+            assert analysis.columns.get(dimension) == "string", (rule, analysis.columns)
+        # Every text column is a dimension: one left out would merge what should be separate alerts.
+        texts = {name for name, kind in analysis.columns.items() if kind == "string"}
+        assert texts == set(rule["dimensions"]), (rule, analysis.columns)
 
 
 def test_workbook_visualizations_get_the_columns_they_are_set_up_for(
@@ -291,3 +321,35 @@ def test_workbook_visualizations_get_the_columns_they_are_set_up_for(
                 assert part["columnMatch"] in columns, (item["name"], part["columnMatch"])
     tiles = analyses["workbook item 'tiles' (variant 1)"].columns
     assert tiles == {"Metric": "string", "Value": "real", "Order": "int"}
+
+
+# ---------------------------------------------------------------- the pipeline's own alerts
+
+
+def test_the_pipeline_alerts_read_lines_and_fields_the_code_writes() -> None:
+    """The AppTraces queries match log lines by a fixed prefix and read fields of the JSON after it:
+    a renamed event or counter would silence an alert without failing any query, so each prefix
+    must be one the code logs and each counter one of the dataclasses' fields."""
+    from dataclasses import fields
+
+    from aoai_proxy.landing.lander import LandingCounters
+    from aoai_proxy.sinks.counters import DeliveryCounters
+
+    source = "\n".join(
+        p.read_text(encoding="utf-8")
+        for p in (bt.INFRA.parent / "src" / "aoai_proxy").rglob("*.py")
+    )
+    counters = {
+        "delta": {f.name for f in fields(DeliveryCounters)},
+        "batch": {f.name for f in fields(LandingCounters)},
+    }
+    files = [p for p in sorted(kql_check.ALERTS_DIR.glob("*.kql")) if "AppTraces" in p.read_text()]
+    assert len(files) == 4
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        prefixes = re.findall(r'startswith "([^"]+) "', text)
+        assert prefixes, path.name
+        for prefix in prefixes:
+            assert f'"{prefix}' in source, (path.name, prefix)
+        for group, name in re.findall(r"\b[cb]\.(delta|batch)\.(\w+)", text):
+            assert name in counters[group], (path.name, group, name)

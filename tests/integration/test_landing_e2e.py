@@ -8,6 +8,7 @@ and APIM's gateway event for the same call, read from the same hub, lands joined
 from __future__ import annotations
 
 import json
+import logging
 import time
 import types
 from collections import Counter
@@ -138,3 +139,31 @@ async def test_a_missing_setting_fails_the_invocation_naming_it(
     with pytest.raises(ConfigError, match="LOGS_DCR_IMMUTABLE_ID"):
         await landing_function(trigger_events([b'{"type":"usage"}']), context())
     assert ingestion.received == []
+
+
+async def test_a_batch_failing_on_its_last_retry_is_logged_for_the_landing_alert(
+    ingestion: IngestionFake,
+    landing_function: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The host moves the checkpoint past it and no counters line covers it: one line says so, with
+    where the batch is in the hub (infra/analytics/alerts/landing-failed.kql sums `events`)."""
+    monkeypatch.setenv("LOGS_DCR_IMMUTABLE_ID", "")
+    monkeypatch.setenv("WEBSITE_INSTANCE_ID", "landing-1")
+    events = trigger_events([b'{"type":"usage"}'] * 3)
+    prefix = "usage_landing_batch_failed "
+    with caplog.at_level(logging.INFO, logger="aoai_proxy.landing"):
+        with pytest.raises(ConfigError):
+            await landing_function(events, context(retry_count=0))  # the host retries: no line
+        assert not any(r.getMessage().startswith(prefix) for r in caplog.records)
+        with pytest.raises(ConfigError):
+            await landing_function(events, context(retry_count=8))
+
+    (record,) = [r for r in caplog.records if r.getMessage().startswith(prefix)]
+    assert record.levelno == logging.ERROR
+    line = json.loads(record.getMessage().removeprefix(prefix))
+    assert line["events"] == 3
+    assert (line["first_sequence_number"], line["last_sequence_number"]) == (0, 2)
+    assert line["instance_id"] == "landing-1"
+    assert "LOGS_DCR_IMMUTABLE_ID" in line["error"]

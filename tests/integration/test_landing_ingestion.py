@@ -51,6 +51,16 @@ def records(proxy: Any, calls: list[Call]) -> list[dict[str, Any]]:
     return [found[call.record_id] for call in calls]
 
 
+def counters_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The usage_landing_counters lines, parsed as the alert queries parse them."""
+    prefix = "usage_landing_counters "
+    return [
+        json.loads(r.getMessage().removeprefix(prefix))
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+    ]
+
+
 def bodies(events: list[dict[str, Any]]) -> list[bytes]:
     return [json.dumps(event, separators=(",", ":")).encode() for event in events]
 
@@ -249,7 +259,9 @@ async def test_on_the_last_attempt_a_transient_failure_is_counted_and_logged_wit
     assert result.counters.usage_landed == 0
     assert all(r["record_id"] in caplog.text for r in records)
     assert "after the last retry" in caplog.text
-    assert "usage_landing_counters" in caplog.text
+    # What the landing-failed alert sums (infra/analytics/alerts/landing-failed.kql).
+    (line,) = counters_lines(caplog)
+    assert line["batch"]["failed"] == len(records)
 
 
 async def test_no_token_fails_the_invocation_for_a_retry(
@@ -291,3 +303,10 @@ async def test_unknown_and_unreadable_events_are_counted_and_logged_not_sent(
     assert future["record_id"] in caplog.text
     assert "r-audit" in caplog.text
     assert "not json" in caplog.text
+    # What the landing-unknown-events alert sums (infra/analytics/alerts/landing-unknown-events.kql).
+    (line,) = counters_lines(caplog)
+    assert (line["batch"]["unknown"], line["batch"]["unreadable"], line["batch"]["failed"]) == (
+        2,
+        2,
+        0,
+    )

@@ -253,3 +253,68 @@ async def test_replay_sends_several_blobs_at_once_and_deletes_only_what_was_sent
     assert hub.max_in_flight > 1  # and several are in flight at once
     for batch in hub.sent:
         assert {r["caller"]["subscription_id"] for r in batch.records} == {batch.partition_key}
+
+
+# -- the lines the delivery-at-risk alert reads (infra/analytics/alerts/delivery-at-risk.kql) -----
+
+
+def _lines(caplog: pytest.LogCaptureFixture, prefix: str) -> list[dict[str, object]]:
+    return [
+        json.loads(r.getMessage().removeprefix(prefix + " "))
+        for r in caplog.records
+        if r.getMessage().startswith(prefix + " ")
+    ]
+
+
+async def test_a_run_the_hub_refuses_says_so_in_its_counters_line(
+    hub: HubDouble,
+    memory_deadletter: MemoryDeadLetterStore,
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mocker.patch("aoai_proxy.replay.BlobDeadLetterStore", return_value=memory_deadletter)
+    await memory_deadletter.put([encode(usage_record()).body])
+    hub.fail_sends = 99
+    with caplog.at_level(logging.INFO, logger="aoai_proxy.replay"):
+        refused = await run_replay(SETTINGS, FakeEntraCredential())
+    hub.fail_sends = 0
+    with caplog.at_level(logging.INFO, logger="aoai_proxy.replay"):
+        sent = await run_replay(SETTINGS, FakeEntraCredential())
+
+    assert (refused.send_failed, sent.send_failed) == (True, False)
+    lines = _lines(caplog, "usage_delivery_counters")
+    assert [(line["source"], line["replay_send_failed"]) for line in lines] == [
+        ("replay", True),
+        ("replay", False),
+    ]
+    assert [line["delta"]["replayed"] for line in lines] == [0, 1]  # type: ignore[index]
+
+
+async def test_a_run_that_cannot_start_logs_a_failed_line_and_fails(
+    hub: HubDouble,
+    memory_deadletter: MemoryDeadLetterStore,
+    mocker: MockerFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mocker.patch("aoai_proxy.replay.BlobDeadLetterStore", return_value=memory_deadletter)
+    mocker.patch("aoai_proxy.credentials.DefaultAzureCredential", autospec=True)
+    broken = RuntimeError("AuthorizationPermissionMismatch")
+    mocker.patch.object(memory_deadletter, "names", side_effect=broken)
+    env = {
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
+        "EVENTHUB_NAME": "usage",
+        "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
+        "WEBSITE_INSTANCE_ID": "timer-1",
+    }
+    with (
+        caplog.at_level(logging.INFO, logger="aoai_proxy.replay"),
+        pytest.raises(RuntimeError, match="AuthorizationPermissionMismatch"),
+    ):
+        await replay_from_env(env)
+
+    (line,) = _lines(caplog, "usage_replay_failed")
+    assert line["instance_id"] == "timer-1"
+    assert "AuthorizationPermissionMismatch" in str(line["error"])
+    assert [r.levelno for r in caplog.records if "usage_replay_failed" in r.getMessage()] == [
+        logging.ERROR
+    ]

@@ -4,9 +4,9 @@ The queries live in three places: the workbook (infra/analytics/workbook.json, i
 queries of its parameters), the alert rules (infra/analytics/alerts/*.kql) and the usage
 analytics doc (docs/usage-analytics.md, fenced ```kusto blocks). Each is bound by Microsoft's
 Kusto language service (npm @kusto/language-service-next, run by analyze.cjs under Node) against
-a database holding exactly the tables of infra/analytics/tables.json plus the standard columns
-Log Analytics adds to every table; a syntax error, an unknown table, column or function is an
-error.
+a database holding exactly the tables of infra/analytics/tables.json, the Application Insights
+tables the alerts read (APP_INSIGHTS_TABLES) and the standard columns Log Analytics adds to every
+table; a syntax error, an unknown table, column or function is an error.
 
 The service does not know workbook parameters ({TimeRange}, {Subscription} ...) nor the
 placeholders Bicep fills at deploy time, so each one is replaced by typed values first, in
@@ -45,6 +45,45 @@ STANDARD_COLUMNS: tuple[tuple[str, str], ...] = (
     ("_IsBillable", "string"),
     ("_BilledSize", "real"),
 )
+
+# Workspace-based Application Insights tables the alert queries read (the pipeline's own log lines),
+# with their documented columns and types, so a misspelled column fails here as in a custom table.
+# https://learn.microsoft.com/azure/azure-monitor/reference/tables/apptraces
+APP_INSIGHTS_TABLES: dict[str, tuple[tuple[str, str], ...]] = {
+    "AppTraces": (
+        ("AppRoleInstance", "string"),
+        ("AppRoleName", "string"),
+        ("AppVersion", "string"),
+        ("ClientBrowser", "string"),
+        ("ClientCity", "string"),
+        ("ClientCountryOrRegion", "string"),
+        ("ClientIP", "string"),
+        ("ClientModel", "string"),
+        ("ClientOS", "string"),
+        ("ClientStateOrProvince", "string"),
+        ("ClientType", "string"),
+        ("IKey", "string"),
+        ("ItemCount", "int"),
+        ("Measurements", "dynamic"),
+        ("Message", "string"),
+        ("OperationId", "string"),
+        ("OperationName", "string"),
+        ("ParentId", "string"),
+        ("Properties", "dynamic"),
+        ("ReferencedItemId", "string"),
+        ("ReferencedType", "string"),
+        ("ResourceGUID", "string"),
+        ("SDKVersion", "string"),
+        ("SessionId", "string"),
+        ("SeverityLevel", "int"),
+        ("SourceSystem", "string"),
+        ("SyntheticSource", "string"),
+        ("TimeGenerated", "dateTime"),
+        ("UserAccountId", "string"),
+        ("UserAuthenticatedId", "string"),
+        ("UserId", "string"),
+    ),
+}
 
 # The placeholder workbook.bicep replaces with one datatable row per priced model.
 PRICE_ROWS_TOKEN = "__MODEL_PRICE_ROWS__"
@@ -91,15 +130,20 @@ class Problem:
 
 
 def load_tables(path: Path = TABLES_JSON) -> dict[str, list[dict[str, str]]]:
-    """Table name -> columns (name, table type) from tables.json, standard columns added."""
+    """Table name -> columns (name, table type): tables.json's and APP_INSIGHTS_TABLES, each with
+    the standard columns added."""
     schema = json.loads(path.read_text(encoding="utf-8"))
+    declared = {
+        schema[key]["table"]: [(c["name"], c["type"]) for c in schema[key]["columns"]]
+        for key in ("usage", "gateway")
+    }
+    declared |= {name: list(columns) for name, columns in APP_INSIGHTS_TABLES.items()}
     tables: dict[str, list[dict[str, str]]] = {}
-    for key in ("usage", "gateway"):
-        entry = schema[key]
-        columns = [{"name": c["name"], "type": c["type"]} for c in entry["columns"]]
-        names = {c["name"] for c in columns}
+    for table, pairs in declared.items():
+        columns = [{"name": n, "type": t} for n, t in pairs]
+        names = {n for n, _ in pairs}
         columns += [{"name": n, "type": t} for n, t in STANDARD_COLUMNS if n not in names]
-        tables[entry["table"]] = columns
+        tables[table] = columns
     return tables
 
 

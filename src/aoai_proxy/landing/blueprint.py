@@ -16,11 +16,12 @@ batch that can never land does not hold its partition for ever
 
 # No `from __future__ import annotations`: the worker reads the parameters' annotations as real
 # types when it indexes the function.
+import os
 import typing
 
 import azure.functions as func
 
-from .lander import Landing, LandingIncompleteError
+from .lander import Landing, LandingIncompleteError, report_failed_batch
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]  # azure-functions ships no stubs
 landing = Landing()
@@ -49,7 +50,16 @@ async def land_usage_events(
 ) -> None:
     retry = context.retry_context
     final = retry is None or retry.retry_count >= retry.max_retry_count
-    result = await landing.land([event.get_body() for event in events], final_attempt=final)
+    try:
+        result = await landing.land([event.get_body() for event in events], final_attempt=final)
+    except Exception as exc:
+        if final:  # the host gives up on the batch: say so where the landing-failed alert looks
+            report_failed_batch(
+                os.environ.get("WEBSITE_INSTANCE_ID", "local"),
+                [event.sequence_number for event in events],
+                exc,
+            )
+        raise
     if result.retry:
         raise LandingIncompleteError(
             f"{result.counters.retried} rows are retried with the batch (see the log lines above)"

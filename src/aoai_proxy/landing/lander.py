@@ -39,6 +39,7 @@ from .sorting import Row, sort_events
 log = logging.getLogger(__name__)
 
 COUNTERS_EVENT = "usage_landing_counters"
+BATCH_FAILED_EVENT = "usage_landing_batch_failed"
 IDS_PER_LINE = 200  # record ids per log line, so a line stays well under App Insights' trace limit
 RECENT_ROWS = 50_000  # digests of rows landed by this process, to skip them in a retried batch
 LOG_SECONDS = 60.0  # a quiet counters line at most this often; one with failures at once
@@ -193,3 +194,20 @@ def _log_ids(level: int, what: str, failure: Failure) -> None:
             failure.error,
             ",".join(ids[start : start + IDS_PER_LINE]),
         )
+
+
+def report_failed_batch(
+    instance_id: str, sequence_numbers: Sequence[int | None], error: BaseException
+) -> None:
+    """The line for a batch whose last attempt raised: the checkpoint moves on without it and no
+    counters line covers it. The sequence numbers say where it is in the hub, for re-landing."""
+    known = [n for n in sequence_numbers if n is not None]
+    line = {
+        "event": BATCH_FAILED_EVENT,
+        "instance_id": instance_id,
+        "events": len(sequence_numbers),
+        "first_sequence_number": min(known, default=None),
+        "last_sequence_number": max(known, default=None),
+        "error": repr(error)[:500],
+    }
+    log.error("%s %s", BATCH_FAILED_EVENT, json.dumps(line, separators=(",", ":")))
