@@ -18,8 +18,12 @@ class JsonlFileSink:
     """Appends one JSON line per record, from a background task so the event loop never waits on disk.
 
     The file stays open between records (opening it per record cost more than the write); each
-    batch is one buffered write, flushed, so a reader sees whole lines.
+    batch is one buffered write, flushed, so a reader sees whole lines. A batch gathers what arrives
+    within GATHER_SECONDS: one thread hop per record was a fifth of the proxy's CPU at a few hundred
+    calls/s (docs/benchmarks.md).
     """
+
+    GATHER_SECONDS = 0.02
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
@@ -40,6 +44,7 @@ class JsonlFileSink:
 
     async def _drain(self) -> None:
         while not self._queue.empty():
+            await asyncio.sleep(self.GATHER_SECONDS)
             lines = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
             try:
                 await asyncio.to_thread(self._append, lines)
