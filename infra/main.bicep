@@ -87,15 +87,18 @@ param httpPerInstanceConcurrency int = 16
 @description('Deployment name callers use in /openai/deployments/<name>/ (and the v1 API "model").')
 param openAiDeploymentName string = 'chat'
 
-// Default: of the chat models Global Standard offers in every allowed location, the one that retires
-// last: gpt-5-mini 2025-08-07, retirement 2027-02-06 (tied with gpt-5-nano, the narrower model), per
-// https://learn.microsoft.com/azure/ai-foundry/openai/concepts/model-retirements as snapshotted in
-// infra/availability.json on 2026-12-06. Check that page for a successor before that date.
+// Default: of the chat models Global Standard offers in every allowed location that a new subscription
+// can still deploy (12 months from launch, https://learn.microsoft.com/azure/foundry/openai/concepts/model-retirements),
+// the one that retires last: gpt-5.4-mini 2026-03-17, retirement 2027-09-21 (tied with gpt-5.4-nano,
+// the narrower model), open to new customers until 2027-03-17, per
+// https://learn.microsoft.com/azure/foundry/openai/concepts/model-retirement-schedule as snapshotted in
+// infra/availability.json on 2026-12-06. gpt-5-mini 2025-08-07, the previous default, closed to new
+// customers on 2026-08-07. tests/infra/test_locations.py fails once that date passes: choose a successor then.
 @description('Model of the chat deployment.')
-param openAiModelName string = 'gpt-5-mini'
+param openAiModelName string = 'gpt-5.4-mini'
 
 @description('Model version of the chat deployment.')
-param openAiModelVersion string = '2025-08-07'
+param openAiModelVersion string = '2026-03-17'
 
 @description('Deployment type: https://learn.microsoft.com/azure/ai-foundry/openai/how-to/deployment-types')
 @allowed([

@@ -209,7 +209,10 @@ def test_costs_come_from_the_prices_datatable() -> None:
     for item in cost_items:
         assert f"[{kql_check.PRICE_ROWS_TOKEN}]" in item["content"]["query"]
     prices = kql_check.parse_prices(kql_check.MODEL_PRICES.read_text(encoding="utf-8"))
-    assert "gpt-5-mini" in {p[0] for p in prices}  # the template's default model
+    default_model = bt.unquote(
+        bt.param_default(bt.read(bt.INFRA / "main.bicep"), "openAiModelName")
+    )
+    assert default_model in {p[0] for p in prices}
     assert kql_check.price_rows("gpt-5-mini=0.25/0.025/2.00, gpt-4.1 = 2/0.5/8") == (
         "'gpt-5-mini', real(0.25), real(0.025), real(2.00), 'gpt-4.1', real(2), real(0.5), real(8)"
     )
