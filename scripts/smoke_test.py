@@ -31,9 +31,13 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
 
 Exit status: 0 when all pass; 1 when a call, record, event, refusal or probe fails or a landed
 count differs; 2 when a setting is missing, or when the records were not in the workspace after 20
-minutes (the KQL is printed to run later). On an environment's first deployment that timeout is a
-warning: the landing function's roles can take up to 30 minutes to apply, and the hub keeps the
-records until they do (docs/usage-analytics.md).
+minutes (the KQL is printed to run later) although the roles the landing needs were already 30
+minutes old when the wait began; 3 when they were not in the workspace and those roles were younger:
+an environment's first deployment, a warning (role assignments can take up to 30 minutes to apply,
+and the hub keeps the records until they do; docs/usage-analytics.md). The roles are the Function
+identity's (it lands the records) and AZURE_PRINCIPAL_ID's (Log Analytics Reader, to query them);
+their age is read from ARM (roleAssignments createdOn) with the same azd token, so a fresh pipeline
+runner decides like your laptop. The deploy workflow turns 3 into a `::warning::`.
 
 New role assignments (Event Hubs Data Receiver for you, APIM's and the Function's roles) and the host
 key hook can take minutes to apply: 401/403 (and 429/5xx) are retried with backoff for up to 10 minutes.
@@ -56,7 +60,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -82,6 +86,13 @@ LANDING_TIMESPAN = timedelta(days=1)  # the records were made minutes ago; TimeG
 # The tables' one declaration, shared with the Bicep and the landing function.
 TABLES_FILE = Path(__file__).resolve().parents[1] / "infra" / "analytics" / "tables.json"
 EXIT_NOT_LANDED = 2
+# Not landed while the roles the landing needs were still applying (docs/usage-analytics.md: up to 30
+# minutes): an environment's first deployment. .github/workflows/azure-dev.yml makes it a warning.
+EXIT_NOT_LANDED_NEW_ROLES = 3
+ROLE_PROPAGATION = timedelta(minutes=30)
+# https://learn.microsoft.com/rest/api/authorization/role-assignments/list-for-scope
+# ($filter=principalId eq: assignments at, above or below the scope; properties.createdOn)
+AUTHORIZATION_API_VERSION = "2022-04-01"
 
 
 class SmokeTestError(Exception):
@@ -150,6 +161,9 @@ class Settings:
     function_url: str = ""
     apim_client_id: str = ""
     function_name: str = ""  # AZURE_FUNCTION_NAME: the host key for the TTFB comparison
+    # Whose role assignments tell a first deployment (their age, see newest_landing_role).
+    function_principal_id: str = ""  # AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID: lands the records
+    deployer_principal_id: str = ""  # AZURE_PRINCIPAL_ID: Log Analytics Reader, queries them
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -180,6 +194,8 @@ class Settings:
             # metered exactly even though the SDK does not ask for usage.
             api_version=env.get("SMOKE_API_VERSION") or "2025-04-01-preview",
             function_name=env.get("AZURE_FUNCTION_NAME", ""),
+            function_principal_id=env.get("AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID", ""),
+            deployer_principal_id=env.get("AZURE_PRINCIPAL_ID", ""),
         )
 
 
@@ -954,7 +970,7 @@ def report_landing(landed: Landed, wait_seconds: float = LANDING_WAIT_SECONDS) -
         print("Run this query in the workspace (Logs) to look again:")
         print(landed.query)
         print(
-            "smoke test: NOT LANDED (a warning on an environment's first deployment, while role "
+            "landing: NOT LANDED (a warning on an environment's first deployment, while role "
             "assignments apply; a failure afterwards)"
         )
         return EXIT_NOT_LANDED
@@ -970,6 +986,82 @@ def report_landing(landed: Landed, wait_seconds: float = LANDING_WAIT_SECONDS) -
         f"landing: PASS ({len(landed.found)} usage records in {landed.table}, tokens as recorded)"
     )
     return 0
+
+
+def role_assignments_url(settings: Settings) -> str:
+    return (
+        f"https://management.azure.com/subscriptions/{settings.azure_subscription_id}"
+        f"/resourceGroups/{settings.resource_group}/providers/Microsoft.Authorization/roleAssignments"
+    )
+
+
+def newest_landing_role(http: Any, credential: Any, settings: Settings) -> datetime:
+    """When the newest role assignment the landing depends on was created: the Function identity's
+    (Monitoring Metrics Publisher on the collection rule, to land) and AZURE_PRINCIPAL_ID's (Log
+    Analytics Reader, to query), in or under the resource group. Raises SmokeTestError when it
+    cannot tell, so an unknown age never turns a failure into a warning."""
+    if not settings.function_principal_id:
+        raise SmokeTestError(
+            "AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID is not set: cannot tell a first deployment"
+        )
+    token = credential.get_token(MANAGEMENT_SCOPE).token
+    created: list[datetime] = []
+    for principal in filter(None, (settings.function_principal_id, settings.deployer_principal_id)):
+        url: str | None = role_assignments_url(settings)
+        params: dict[str, str] | None = {
+            "$filter": f"principalId eq '{principal}'",
+            "api-version": AUTHORIZATION_API_VERSION,
+        }
+        while url:
+            response = http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
+            response.raise_for_status()
+            page: Any = response.json()
+            created += [
+                datetime.fromisoformat(item["properties"]["createdOn"])
+                for item in page.get("value", [])
+            ]
+            url, params = page.get("nextLink"), None  # the next link carries the query
+    if not created:
+        raise SmokeTestError(
+            "no role assignment of the Function's identity in the resource group: "
+            "cannot tell a first deployment"
+        )
+    return max(created)
+
+
+def judge_not_landed(newest_role: datetime, wait_began: datetime) -> int:
+    """Records that did not land: a warning while the roles may still be applying, else a failure."""
+    age = wait_began - newest_role
+    minutes = age.total_seconds() / 60
+    if age < ROLE_PROPAGATION:
+        print(
+            f"landing: the newest role the landing needs was {minutes:.0f} minutes old when the wait "
+            f"began (roles take up to {ROLE_PROPAGATION.total_seconds() / 60:.0f} minutes to apply): "
+            "an environment's first deployment"
+        )
+        print("smoke test: NOT LANDED YET (warning: look again with the query above)")
+        return EXIT_NOT_LANDED_NEW_ROLES
+    print(
+        f"landing: the roles the landing needs were {minutes:.0f} minutes old when the wait began: "
+        "not a first deployment"
+    )
+    print("smoke test: FAIL (records not landed)")
+    return EXIT_NOT_LANDED
+
+
+def landing_timeout_status(
+    http: Any, credential: Any, settings: Settings, wait_began: datetime
+) -> int:
+    """The exit status for records that did not land: EXIT_NOT_LANDED_NEW_ROLES or EXIT_NOT_LANDED."""
+    import httpx
+
+    try:
+        newest = newest_landing_role(http, credential, settings)
+    except (SmokeTestError, httpx.HTTPError) as exc:
+        print(f"landing: cannot read the age of the landing's roles ({exc}): a failure")
+        print("smoke test: FAIL (records not landed)")
+        return EXIT_NOT_LANDED
+    return judge_not_landed(newest, wait_began)
 
 
 def make_logs_client(credential: Any) -> Any:
@@ -1040,6 +1132,10 @@ def run(env: Mapping[str, str]) -> int:
         key = fetch_subscription_key(http, sync_credential, settings)
         refusals = direct_calls_refused(http, settings) if settings.function_auth == "entra" else []
 
+    def judge_landing_timeout(wait_began: datetime) -> int:
+        with httpx.Client(timeout=60) as http:
+            return landing_timeout_status(http, sync_credential, settings, wait_began)
+
     def measure_ttfb() -> str:
         with httpx.Client(timeout=120) as http:
             return ttfb_report(http, sync_credential, settings, key)
@@ -1065,6 +1161,7 @@ def run(env: Mapping[str, str]) -> int:
                 f"Waiting up to {LANDING_WAIT_SECONDS / 60:.0f} minutes for the records to land "
                 "in Log Analytics..."
             )
+            wait_began = datetime.now(UTC)
             async with make_logs_client(aio_credential) as logs:
                 landed = await await_landing(
                     logs, settings.workspace_id, expected_landing(checks), table=usage_table()
@@ -1072,7 +1169,9 @@ def run(env: Mapping[str, str]) -> int:
             status = report_landing(landed)
             if status == 0:
                 print("smoke test: PASS")
-            return status
+            if status != EXIT_NOT_LANDED:
+                return status
+            return await asyncio.to_thread(judge_landing_timeout, wait_began)
         finally:
             await aio_credential.close()
 
