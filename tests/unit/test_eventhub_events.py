@@ -252,3 +252,17 @@ async def test_when_one_producer_fails_the_others_stop_and_pending_keeps_the_uns
     sent = record_ids(hub.records)
     assert sorted(sent + [e.record_id for e in pending]) == sorted(record_ids(records))
     assert not set(sent) & {e.record_id for e in pending}
+
+
+def test_a_subscription_id_longer_than_a_partition_key_may_be_becomes_one_stable_short_key() -> (
+    None
+):
+    long_id = "s" * 512  # the longest caller string a record keeps
+    first, second = encode(usage_record(long_id, n=1)), encode(usage_record(long_id, n=2))
+    other = encode(usage_record("t" * 512, n=3))
+
+    assert first.partition_key is not None
+    assert len(first.partition_key) <= 128
+    assert first.partition_key == second.partition_key != other.partition_key
+    # Ordinary ids are the key as they are, like APIM's own gateway events.
+    assert encode(usage_record("s" * 128, n=4)).partition_key == "s" * 128
