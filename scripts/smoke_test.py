@@ -1016,10 +1016,9 @@ def newest_landing_role(http: Any, credential: Any, settings: Settings) -> datet
             response = http.get(url, params=params, headers={"Authorization": f"Bearer {token}"})
             response.raise_for_status()
             page: Any = response.json()
-            created += [
-                datetime.fromisoformat(item["properties"]["createdOn"])
-                for item in page.get("value", [])
-            ]
+            for item in page.get("value", []):
+                when = datetime.fromisoformat(item["properties"]["createdOn"])
+                created.append(when if when.tzinfo else when.replace(tzinfo=UTC))  # ARM: UTC
             url, params = page.get("nextLink"), None  # the next link carries the query
     if not created:
         raise SmokeTestError(
@@ -1054,10 +1053,12 @@ def landing_timeout_status(
 ) -> int:
     """The exit status for records that did not land: EXIT_NOT_LANDED_NEW_ROLES or EXIT_NOT_LANDED."""
     import httpx
+    from azure.core.exceptions import AzureError
 
     try:
         newest = newest_landing_role(http, credential, settings)
-    except (SmokeTestError, httpx.HTTPError) as exc:
+    # A token or ARM failure, or an answer without a readable createdOn.
+    except (SmokeTestError, httpx.HTTPError, AzureError, KeyError, TypeError, ValueError) as exc:
         print(f"landing: cannot read the age of the landing's roles ({exc}): a failure")
         print("smoke test: FAIL (records not landed)")
         return EXIT_NOT_LANDED

@@ -79,7 +79,7 @@ def test_the_newest_role_of_the_function_and_the_deployer_is_read_from_arm() -> 
 
 def test_without_the_deployer_only_the_function_identity_is_read() -> None:
     settings = st.Settings.from_env({**ENV, "AZURE_PRINCIPAL_ID": ""})
-    http, credential = arm(assignments("2026-12-06T10:40:00Z"))
+    http, credential = arm(assignments("2026-12-06T10:40:00"))  # no offset: ARM's times are UTC
     assert st.newest_landing_role(http, credential, settings) == datetime(
         2026, 12, 6, 10, 40, tzinfo=UTC
     )
@@ -129,6 +129,10 @@ def test_records_missing_with_roles_older_than_the_propagation_time_fail(
     [
         httpx.Response(403, request=httpx.Request("GET", ROLES_URL)),
         httpx.ConnectError("ARM unreachable"),
+        httpx.Response(
+            200, json={"value": [{"properties": {}}]}, request=httpx.Request("GET", ROLES_URL)
+        ),
+        assignments("not a date"),
     ],
 )
 def test_when_arm_cannot_say_the_timeout_fails(
