@@ -57,6 +57,7 @@ def test_every_shipped_query_binds_against_the_declared_tables(
     assert sum(s.startswith("workbook parameter") for s in sources) == 2
     assert sum(s.startswith("alert query") for s in sources) == 8
     assert sum(s.startswith("usage-analytics.md") for s in sources) >= 3
+    assert sum(s.startswith("delivery.md") for s in sources) == 3
     assert [str(p) for a in shipped.values() for p in a.problems] == []
 
 

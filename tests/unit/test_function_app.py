@@ -87,6 +87,21 @@ def test_host_json_removes_the_api_prefix() -> None:
     assert host["extensions"]["http"]["routePrefix"] == ""
 
 
+def test_host_json_neither_filters_nor_samples_the_pipelines_log_lines() -> None:
+    """The pipeline alerts count lines the host forwards (category Function.<name>.User, INFO and
+    WARNING/ERROR): nothing below Warning may be filtered, and traces are never sampled, or the
+    sums would be estimates (learn.microsoft.com/azure/azure-functions/configure-monitoring)."""
+    from pathlib import Path
+
+    host = json.loads((Path(__file__).parents[2] / "src" / "host.json").read_text())
+    levels = host["logging"]["logLevel"]
+    assert levels["default"] == "Information"
+    assert levels["Function"] == "Information"
+    assert not [name for name in levels if name.startswith("Function.")]  # no narrower filter
+    sampling = host["logging"]["applicationInsights"]["samplingSettings"]
+    assert "Trace" in sampling["excludedTypes"].split(";")
+
+
 @pytest.mark.parametrize(
     ("value", "level"),
     [("entra", "ANONYMOUS"), ("key", "FUNCTION"), ("", "FUNCTION"), ("Entra", "FUNCTION")],

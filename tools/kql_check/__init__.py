@@ -1,8 +1,8 @@
 """Check every KQL query the template ships against the tables it declares.
 
 The queries live in three places: the workbook (infra/analytics/workbook.json, including the
-queries of its parameters), the alert rules (infra/analytics/alerts/*.kql) and the usage
-analytics doc (docs/usage-analytics.md, fenced ```kusto blocks). Each is bound by Microsoft's
+queries of its parameters), the alert rules (infra/analytics/alerts/*.kql) and the docs
+(docs/usage-analytics.md and docs/delivery.md, fenced ```kusto blocks). Each is bound by Microsoft's
 Kusto language service (npm @kusto/language-service-next, run by analyze.cjs under Node) against
 a database holding exactly the tables of infra/analytics/tables.json, the Application Insights
 tables the alerts read (APP_INSIGHTS_TABLES) and the standard columns Log Analytics adds to every
@@ -32,6 +32,7 @@ WORKBOOK_JSON = ANALYTICS / "workbook.json"
 MODEL_PRICES = ANALYTICS / "model-prices.txt"
 ALERTS_DIR = ANALYTICS / "alerts"
 DOC = ROOT / "docs" / "usage-analytics.md"
+DELIVERY_DOC = ROOT / "docs" / "delivery.md"  # its queries read AppTraces (the counters lines)
 ANALYZER = Path(__file__).with_name("analyze.cjs")
 
 # Columns Log Analytics adds to every table, custom ones included.
@@ -369,7 +370,7 @@ def all_queries() -> tuple[list[Query], list[Problem]]:
     workbook = json.loads(WORKBOOK_JSON.read_text(encoding="utf-8"))
     queries, problems = workbook_queries(workbook)
     more, found = alert_queries()
-    return queries + more + doc_queries(), problems + found
+    return queries + more + doc_queries() + doc_queries(DELIVERY_DOC), problems + found
 
 
 def check() -> list[Problem]:
