@@ -15,6 +15,8 @@ from datetime import date
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+from .azure_rules import DEPLOYMENT_NAME
+
 UpstreamAuth = Literal["entra", "none"]
 InboundAuth = Literal["key", "entra"]
 SinkKind = Literal["eventhub", "jsonl", "log"]
@@ -120,6 +122,17 @@ def _aoaifn_api_version(env: _Env) -> str:
     return value
 
 
+def _aoaifn_deployment(env: _Env) -> str | None:
+    name = env.optional("AZURE_OPENAI_DEPLOYMENT")
+    if name is not None and not DEPLOYMENT_NAME.fullmatch(name):
+        # Checked here, not per call: a call would be answered 404 DeploymentNotFound, blaming it.
+        raise ConfigError(
+            "AZURE_OPENAI_DEPLOYMENT must be a deployment name, 1 to 64 letters, digits, '-', '_' "
+            f"or '.'; got {name!r}"
+        )
+    return name
+
+
 def _versions(value: str | None) -> frozenset[str]:
     return frozenset(v.strip() for v in (value or "").split(",") if v.strip())
 
@@ -209,7 +222,7 @@ class Settings:
             sink=sink,
             usage_log_path=env.optional("USAGE_LOG_PATH") or "usage.jsonl",
             injection=InjectionPolicy.read(env),
-            aoaifn_deployment=env.optional("AZURE_OPENAI_DEPLOYMENT"),
+            aoaifn_deployment=_aoaifn_deployment(env),
             aoaifn_api_version=_aoaifn_api_version(env),
             library_log_level=library_log_level(environ),
             capture_content=env.boolean("USAGE_CAPTURE_CONTENT", False),

@@ -50,6 +50,9 @@ def test_empty_strings_from_azd_count_as_unset() -> None:
             {**BASE, "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net"},
             "EVENTHUB_NAME",
         ),
+        # POST /api/aoaifn would answer every call 404 DeploymentNotFound, blaming the caller.
+        ({**BASE, "AZURE_OPENAI_DEPLOYMENT": "gpt 4o/mini"}, "AZURE_OPENAI_DEPLOYMENT"),
+        ({**BASE, "AZURE_OPENAI_DEPLOYMENT": "d" * 65}, "AZURE_OPENAI_DEPLOYMENT"),
     ],
 )
 def test_invalid_settings_fail_naming_the_variable(env: dict[str, str], variable: str) -> None:

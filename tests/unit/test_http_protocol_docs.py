@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aoai_proxy.azure_rules import DEPLOYMENT_NAME
+from aoai_proxy.errors import ProxyError
 from aoai_proxy.inbound import MAX_JSON_DEPTH
 from aoai_proxy.paths import API_PREFIX
 from aoai_proxy.record_bounds import MAX_ITEM_CHARS, MAX_LIST_ITEMS, MAX_STRING_CHARS
@@ -32,3 +34,22 @@ def test_every_answer_of_the_limits_is_in_the_error_table() -> None:
     ):
         assert f"| {status} | `{code}` |" in errors, code
         assert f"{status} `{code}`" in LIMITS, code
+
+
+def _proxy_errors(cls: type[ProxyError] = ProxyError) -> list[type[ProxyError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_proxy_errors(sub)]
+    return found
+
+
+def test_the_error_table_has_one_row_per_answer_the_code_can_give() -> None:
+    errors = DOC.split("## Errors", 1)[1].split("## Limits", 1)[0]
+    rows = [
+        tuple(cell.strip(" `") for cell in line.split("|")[1:3])
+        for line in errors.splitlines()
+        if re.match(r"\| \d{3} \|", line)
+    ]
+    answers = {(str(error.status), error.code) for error in _proxy_errors()}
+    assert len(rows) == len(set(rows)), "a row is there twice"
+    assert set(rows) == answers
