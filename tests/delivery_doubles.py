@@ -86,6 +86,8 @@ class HubDouble:
     failed_creates: int = 0  # create_batch calls refused (the sink's probe makes them too)
     max_in_flight: int = 0  # most sends in progress at once
     key_overlaps: int = 0  # sends started while another batch of the same key was in flight
+    overlapped_sends: int = 0  # sends started while any other send was in flight
+    send_started_at: list[float] = field(default_factory=list)  # time.monotonic() of each send
     _in_flight: list[str | None] = field(default_factory=list)
     # Mocks remember every call; thousands of retained batch mocks make GC pauses that a latency
     # test would blame on the code under test. Set to forget them after each send.
@@ -138,6 +140,8 @@ class HubDouble:
     async def _send_batch(self, event_data_batch: Any, **kwargs: Any) -> None:
         key = self._open[id(event_data_batch)][2]
         self.key_overlaps += key in self._in_flight
+        self.overlapped_sends += bool(self._in_flight)
+        self.send_started_at.append(time.monotonic())
         self._in_flight.append(key)
         self.max_in_flight = max(self.max_in_flight, len(self._in_flight))
         try:

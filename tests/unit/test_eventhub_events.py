@@ -201,7 +201,10 @@ async def test_no_batch_starts_after_the_deadline_and_the_rest_stays_pending(
     )
 
     assert too_large == []
-    assert 2 <= len(hub.sent) <= 4
+    # How many fit before the deadline depends on how busy the machine is; when each started does not.
+    assert 1 <= len(hub.sent) <= 4
+    assert all(started < deadline for started in hub.send_started_at)
+    assert time.monotonic() >= deadline  # it stopped because of the deadline, not for lack of work
     assert len(pending) == 10 - len(hub.sent)
     timeouts = [call.kwargs["timeout"] for call in hub.producer.send_batch.call_args_list]
     assert all(timeout >= 1.0 for timeout in timeouts)  # the SDK's timeout: the time left, >= 1 s
@@ -217,16 +220,16 @@ async def test_several_producers_send_other_keys_at_once_one_batch_per_key_in_fl
     records = [usage_record(f"sub-{i % 8}", n=i) for i in range(48)]
     pending = [encode(record) for record in records]
     producers = [make_producer("ns", "hub", FakeEntraCredential()) for _ in range(4)]
-    started = time.monotonic()
 
     await send_in_batches(producers, pending)
 
-    elapsed = time.monotonic() - started
     assert pending == []
     assert sorted(record_ids(hub.records)) == sorted(record_ids(records))
     assert hub.max_in_flight == 4
     assert hub.key_overlaps == 0
-    assert elapsed < len(hub.sent) * 0.05 / 2  # one producer alone would take len(sent) * 50 ms
+    # Counted, not timed: one producer at a time would start every send with none in flight.
+    print(f"\n{hub.overlapped_sends} of {len(hub.sent)} sends started while others were in flight")
+    assert hub.overlapped_sends >= len(hub.sent) * 3 // 4
     for key in {r["caller"]["subscription_id"] for r in records}:
         sent_order = [
             r["caller"]["request_id"] for r in hub.records if r["caller"]["subscription_id"] == key
