@@ -77,8 +77,10 @@ MAX_JSON_DEPTH = 128
 _SCAN_CHUNK = 65_536
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 _BRACKET_STEP = [1 if b in b"[{" else -1 for b in range(256)]
-# The Functions host accepts the function key as ?code=...; like x-functions-key it stays here.
-_FUNCTION_KEY_PARAM = "code"
+# Credentials in the query string stay here like their headers: the Functions host accepts the
+# function key as ?code=... (x-functions-key), Azure OpenAI and Azure AI services an api-key or
+# subscription-key (api-key, Ocp-Apim-Subscription-Key); APIM's policy deletes api-key and code too.
+_CREDENTIAL_PARAMS = frozenset({"code", "api-key", "subscription-key"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,7 @@ def describe_call(
     named = _path_deployment(path)
     if problem is None and named is not None:
         problem = deployment_problem(named)
-    forward_query = _without_function_key(query)
+    forward_query = _without_credentials(query)
     api_versions = parse_qs(forward_query, keep_blank_values=True).get("api-version", [])
     if problem is None:
         problem = api_version_problem(api_versions)
@@ -202,14 +204,15 @@ def _path_deployment(path: str) -> str | None:
     return None
 
 
-def _without_function_key(query: str) -> str:
-    """The query minus `code=`: every other parameter keeps its exact bytes and order."""
+def _without_credentials(query: str) -> str:
+    """The query minus `code=`, `api-key=` and `subscription-key=`: every other parameter keeps
+    its exact bytes and order."""
     if not query:
         return query
     kept = [
         part
         for part in query.split("&")
-        if unquote_plus(part.partition("=")[0]).lower() != _FUNCTION_KEY_PARAM
+        if unquote_plus(part.partition("=")[0]).lower() not in _CREDENTIAL_PARAMS
     ]
     return "&".join(kept)
 

@@ -112,6 +112,20 @@ def test_function_key_in_the_query_string_never_reaches_upstream(proxy: Any, ups
     assert "host-key-secret" not in upstream.recorder.last().query
 
 
+def test_api_keys_in_the_query_string_never_reach_upstream(proxy: Any, upstream: Any) -> None:
+    """Like the api-key and Ocp-Apim-Subscription-Key headers (and like APIM's policy, which
+    deletes the api-key query parameter): upstream gets the proxy's Entra ID token only."""
+    with httpx.Client(base_url=proxy.base_url, timeout=10) as client:
+        response = client.post(
+            f"{CHAT}&api-key=aoai-key-secret&Subscription-Key=sub-key-secret&keep=me",
+            json={"messages": MESSAGES},
+        )
+    assert response.status_code == 200
+    query = upstream.recorder.last().query
+    assert "key-secret" not in query
+    assert query.endswith("&keep=me")
+
+
 # -- 4. the 400-resend fallback ------------------------------------------------------------------------
 
 
