@@ -71,6 +71,37 @@ var actions = {
   ]
 }
 
+// Dimensions: each value of the column is its own alert, which fires and resolves on its own. Plain
+// objects rather than a loop or map() over column names: checkov's Bicep parser reads no lambdas.
+var byDeployment = {
+  name: 'Deployment'
+  operator: 'Include'
+  values: [
+    '*'
+  ]
+}
+var bySubscription = {
+  name: 'ApimSubscriptionName'
+  operator: 'Include'
+  values: [
+    '*'
+  ]
+}
+var byFunctionApp = {
+  name: 'AppRoleName'
+  operator: 'Include'
+  values: [
+    '*'
+  ]
+}
+var bySignal = {
+  name: 'Signal'
+  operator: 'Include'
+  values: [
+    '*'
+  ]
+}
+
 // Each rule: the query runs every evaluationFrequency over the last windowSize; each row is one
 // dimension combination (a deployment, a subscription, a Function App and signal) whose metricMeasureColumn is compared with the
 // threshold. autoMitigate resolves the alert when the condition clears.
@@ -86,7 +117,7 @@ var rules = [
     measure: 'ThrottledPercent'
     aggregation: 'Maximum'
     dimensions: [
-      'Deployment'
+      byDeployment
     ]
     threshold: throttledPercentThreshold
   }
@@ -101,7 +132,7 @@ var rules = [
     measure: 'ErrorPercent'
     aggregation: 'Maximum'
     dimensions: [
-      'Deployment'
+      byDeployment
     ]
     threshold: errorPercentThreshold
   }
@@ -116,7 +147,7 @@ var rules = [
     measure: 'Tokens'
     aggregation: 'Maximum'
     dimensions: [
-      'ApimSubscriptionName'
+      bySubscription
     ]
     threshold: dailyTokensPerSubscriptionThreshold
   }
@@ -146,7 +177,7 @@ var rules = [
     measure: 'Lost'
     aggregation: 'Total'
     dimensions: [
-      'AppRoleName'
+      byFunctionApp
     ]
     threshold: 0
   }
@@ -161,8 +192,8 @@ var rules = [
     measure: 'Count'
     aggregation: 'Total'
     dimensions: [
-      'AppRoleName'
-      'Signal'
+      byFunctionApp
+      bySignal
     ]
     threshold: 0
   }
@@ -177,8 +208,8 @@ var rules = [
     measure: 'Failed'
     aggregation: 'Total'
     dimensions: [
-      'AppRoleName'
-      'Signal'
+      byFunctionApp
+      bySignal
     ]
     threshold: 0
   }
@@ -193,7 +224,7 @@ var rules = [
     measure: 'Unknown'
     aggregation: 'Total'
     dimensions: [
-      'AppRoleName'
+      byFunctionApp
     ]
     threshold: 0
   }
@@ -220,13 +251,7 @@ resource rule 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for r in ru
           query: r.query
           timeAggregation: r.aggregation
           metricMeasureColumn: r.measure
-          dimensions: [for d in r.dimensions: {
-            name: d
-            operator: 'Include'
-            values: [
-              '*'
-            ]
-          }]
+          dimensions: r.dimensions
           operator: 'GreaterThan'
           threshold: r.threshold
           failingPeriods: {

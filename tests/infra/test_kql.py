@@ -259,6 +259,8 @@ def _alert_rules() -> list[dict[str, Any]]:
             re.MULTILINE,
         )
     )
+    # The dimension objects, by variable name: `var byX = {\n  name: 'Column'`.
+    columns = dict(re.findall(r"^var (by\w+) = \{\n  name: '(\w+)'", text, re.MULTILINE))
     rules_body = text.split("var rules = [", 1)[1].split("\n]\n", 1)[0]
     rules = []
     for block in re.split(r"\n  \{\n", rules_body)[1:]:
@@ -274,7 +276,7 @@ def _alert_rules() -> list[dict[str, Any]]:
                 "name": bt.unquote(entries["name"]) or "",
                 "file": file,
                 "measure": bt.unquote(entries["measure"]) or "",
-                "dimensions": re.findall(r"'([^']*)'", dimensions.group(1)),
+                "dimensions": [columns[v] for v in re.findall(r"\w+", dimensions.group(1))],
             }
         )
     return rules
