@@ -20,7 +20,7 @@ from aoai_proxy.runtime import RuntimeHolder
 from aoai_proxy.telemetry import export_logs_from_env
 
 quiet_libraries_from_env()  # before the first request: the timers' and the landing's SDK calls too
-export_logs_from_env()  # the proxy's lines from background tasks too (aoai_proxy/telemetry.py)
+log_export = export_logs_from_env()  # background tasks' lines too (aoai_proxy/telemetry.py)
 # Key mode: the Functions host checks the host key APIM sends. Entra mode: App Service
 # authentication checks APIM's token before the host, and the proxy checks the caller again
 # (aoai_proxy/caller.py); a Functions key would add nothing but a second secret.

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pytest_mock import MockerFixture
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -159,3 +160,34 @@ def test_export_is_on_only_with_a_connection_string(caplog: pytest.LogCaptureFix
     assert provider is None
     assert logger.handlers == handlers
     assert "log export to Application Insights is off" in caplog.text
+
+
+def test_the_exporter_takes_the_managed_identity_from_the_authentication_string(
+    monkeypatch: pytest.MonkeyPatch, mocker: MockerFixture
+) -> None:
+    """Keyless: functionapp.bicep writes APPLICATIONINSIGHTS_AUTHENTICATION_STRING, and the exporter
+    (not our code) builds a ManagedIdentityCredential for that client id from it: the library
+    behaviour the template relies on, checked where the exporter builds it."""
+    from azure.monitor.opentelemetry.exporter.export import _base
+
+    credential_class = mocker.patch.object(_base, "ManagedIdentityCredential", autospec=True)
+    client_id = "11111111-2222-3333-4444-555555555555"
+    monkeypatch.setenv(
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", f"ClientId={client_id};Authorization=AAD"
+    )
+    logger = logging.getLogger(telemetry.LOGGER)
+    handlers, level = list(logger.handlers), logger.level
+    provider = telemetry.export_logs_from_env(
+        {
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={IKEY};"
+            "IngestionEndpoint=https://127.0.0.1/"
+        }
+    )
+    try:
+        assert provider is not None
+        credential_class.assert_called_once_with(client_id=client_id)
+    finally:
+        if provider is not None:
+            provider.shutdown()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -127,6 +128,56 @@ def test_only_entra_mode_opens_the_routes_at_the_functions_level(value: str, lev
     levels = json.loads(done.stdout.strip().splitlines()[-1])
     assert {levels[spec.name] for spec in PROXY_ROUTES} == {level}
     assert levels["healthz"] == "ANONYMOUS"
+
+
+def test_in_azure_the_app_exports_its_own_log_lines_with_the_managed_identity() -> None:
+    """With the app settings functionapp.bicep writes, importing the app (as the worker does) puts
+    the exporter's handler on the proxy's loggers; without them nothing is exported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).parents[2] / "src"
+    script = (
+        "import json, logging, function_app\n"
+        "logger = logging.getLogger('aoai_proxy')\n"
+        "print(json.dumps({'export': function_app.log_export is not None, 'level': logger.level,\n"
+        "  'handlers': [type(h).__name__ for h in logger.handlers]}))\n"
+    )
+    offline = {
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        "APPLICATIONINSIGHTS_CONTROLPLANE_DISABLED": "true",
+        "APPLICATIONINSIGHTS_SDKSTATS_DISABLED": "true",
+    }
+    azure = {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000001;"
+        "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/",
+        "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=11111111-2222-3333-4444-555555555555;"
+        "Authorization=AAD",
+        "WEBSITE_SITE_NAME": "func-aoai",
+    }
+    results = []
+    for extra in ({}, azure):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("APPLICATIONINSIGHTS_")} | {
+            **offline,
+            **extra,
+            "PYTHONPATH": str(src),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=src,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    local, in_azure = results
+    assert (local["export"], local["handlers"]) == (False, [])
+    assert (in_azure["export"], in_azure["handlers"]) == (True, ["LoggingHandler"])
+    assert in_azure["level"] == logging.INFO
 
 
 def test_usage_landing_is_a_batched_event_hubs_trigger_on_its_own_consumer_group(
