@@ -15,8 +15,10 @@ Metrics Publisher on the component (rbac.bicep). Only logs, unsampled: no tracin
 the request path nothing but a handler that queues the record for a background thread.
 
 A line logged inside an invocation reaches AppTraces twice (host and exporter); the alert queries
-count each distinct line once, and the role name is the host's (the site name), so both copies
-carry the same AppRoleName.
+count each distinct line once per AppRoleName. The role name is the one the host uses: the app's
+name, or WEBSITE_CLOUD_ROLENAME when set (Azure-Functions #2497, azure-functions-dotnet-worker #1708).
+Were they ever to differ, such a line would count twice: a count changes, never whether an alert
+with threshold 0 fires.
 """
 
 from __future__ import annotations
@@ -69,7 +71,11 @@ def export_logs_from_env(environ: Mapping[str, str] | None = None) -> LoggerProv
     try:
         return export_logs(
             connection_string,
-            role_name=env.get("WEBSITE_SITE_NAME", "").strip() or "aoai-proxy",
+            role_name=(
+                env.get("WEBSITE_CLOUD_ROLENAME", "").strip()
+                or env.get("WEBSITE_SITE_NAME", "").strip()
+                or "aoai-proxy"
+            ),
             role_instance=env.get("WEBSITE_INSTANCE_ID", "").strip() or "local",
         )
     except Exception:

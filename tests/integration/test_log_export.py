@@ -191,3 +191,34 @@ def test_the_exporter_takes_the_managed_identity_from_the_authentication_string(
             provider.shutdown()
         logger.handlers[:] = handlers
         logger.setLevel(level)
+
+
+@pytest.mark.parametrize(
+    ("settings", "role"),
+    [
+        ({"WEBSITE_SITE_NAME": "func-aoai"}, "func-aoai"),
+        ({"WEBSITE_SITE_NAME": "func-aoai", "WEBSITE_CLOUD_ROLENAME": "gateway"}, "gateway"),
+        ({}, "aoai-proxy"),
+    ],
+)
+def test_the_role_name_is_the_one_the_host_uses(settings: dict[str, str], role: str) -> None:
+    """So a line that also arrives through the host has the same AppRoleName and counts once."""
+    logger = logging.getLogger(telemetry.LOGGER)
+    handlers, level = list(logger.handlers), logger.level
+    provider = telemetry.export_logs_from_env(
+        {
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={IKEY};"
+            "IngestionEndpoint=https://127.0.0.1/",
+            "WEBSITE_INSTANCE_ID": "instance-7",
+            **settings,
+        }
+    )
+    try:
+        assert provider is not None
+        assert provider.resource.attributes["service.name"] == role
+        assert provider.resource.attributes["service.instance.id"] == "instance-7"
+    finally:
+        if provider is not None:
+            provider.shutdown()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
