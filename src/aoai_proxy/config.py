@@ -156,6 +156,7 @@ _NAMESPACE_HOST = re.compile(
 )
 _EVENTHUB_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,254}[A-Za-z0-9])?")
 _CONTAINER_NAME = re.compile(r"(?=.{3,63}\Z)[a-z0-9]+(-[a-z0-9]+)*")
+_GUID = re.compile(r"[0-9A-Fa-f]{8}-([0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 DEFAULT_CONTAINER = "usage-deadletter"
 
 
@@ -214,7 +215,7 @@ class Settings:
         return cls(
             openai_endpoint=endpoint,
             upstream_auth=auth,
-            managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
+            managed_identity_client_id=env.client_id("AZURE_CLIENT_ID"),
             max_request_bytes=env.integer("PROXY_MAX_REQUEST_BYTES", 16 * 1024 * 1024, minimum=1),
             connect_timeout=env.seconds("PROXY_CONNECT_TIMEOUT_SECONDS", 10.0),
             response_timeout=env.seconds("PROXY_RESPONSE_TIMEOUT_SECONDS", 220.0),
@@ -298,19 +299,19 @@ def _check_namespace(namespace: str) -> None:
 def inbound_auth_is_entra(environ: Mapping[str, str] | None = None) -> bool:
     """Whether the HTTP routes are anonymous at the Functions level (read once, at indexing).
 
-    Only the exact value `entra` opens them: anything else keeps the Functions key check, and
-    Settings.from_env then rejects a value that is not `key` or `entra`.
+    Read as Settings.from_env reads it (case-insensitively), so the two never disagree: `Entra`
+    opens the routes and Settings then demands the fail-closed check's settings. Anything else
+    keeps the Functions key check, and Settings.from_env rejects a value not `key` or `entra`.
     """
-    return (os.environ if environ is None else environ).get(
-        "PROXY_INBOUND_AUTH", ""
-    ).strip() == "entra"
+    value = (os.environ if environ is None else environ).get("PROXY_INBOUND_AUTH", "")
+    return value.strip().lower() == "entra"
 
 
 def _inbound_auth(env: _Env) -> tuple[InboundAuth, str | None]:
     mode = env.choice("PROXY_INBOUND_AUTH", _INBOUND_CHOICES, "key")
     if mode == "key":
         return mode, None
-    client_id = env.optional("PROXY_ALLOWED_CALLER_CLIENT_ID")
+    client_id = env.client_id("PROXY_ALLOWED_CALLER_CLIENT_ID")
     if client_id is None:
         raise ConfigError(
             "PROXY_INBOUND_AUTH=entra needs PROXY_ALLOWED_CALLER_CLIENT_ID "
@@ -346,6 +347,17 @@ class _Env:
     def optional(self, name: str) -> str | None:
         value = self._environ.get(name, "").strip()
         return value or None
+
+    def client_id(self, name: str) -> str | None:
+        """An Entra application (client) id: a GUID. A typo here would otherwise show only as a
+        502 (no token for that identity) or a 401 on every call, long after start-up."""
+        value = self.optional(name)
+        if value is not None and not _GUID.fullmatch(value):
+            raise ConfigError(
+                f"{name} must be a client id (a GUID such as "
+                f"00000000-0000-0000-0000-000000000000); got {value!r}"
+            )
+        return value
 
     def required(self, name: str) -> str:
         value = self.optional(name)

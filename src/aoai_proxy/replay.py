@@ -25,7 +25,7 @@ from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ResourceNotFoundError
 from azure.eventhub.aio import EventHubProducerClient
 
-from .config import ConfigError, DeliveryTarget
+from .config import ConfigError, DeliveryTarget, _Env
 from .credentials import build_credential
 from .deadletter import BlobDeadLetterStore, DeadLetterStore
 from .sinks.counters import CounterLog, DeliveryCounters
@@ -72,7 +72,7 @@ class ReplaySettings:
             blob_service_uri=target.deadletter_blob_service_uri,
             container=target.deadletter_container,
             instance_id=env.get("WEBSITE_INSTANCE_ID", "").strip() or "local",
-            managed_identity_client_id=env.get("AZURE_CLIENT_ID", "").strip() or None,
+            managed_identity_client_id=_Env(env).client_id("AZURE_CLIENT_ID"),
         )
 
 

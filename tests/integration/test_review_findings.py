@@ -260,14 +260,16 @@ def test_non_streamed_deadline_covers_headers_and_body_together(
     serve_asgi: Callable[..., str], tmp_path: Path
 ) -> None:
     base, _ = _proxy_in_front_of(
-        serve_asgi, _slow_headers_then_slow_body_upstream(0.7, 0.7), tmp_path, response_timeout=1.0
+        serve_asgi, _slow_headers_then_slow_body_upstream(0.7, 0.9), tmp_path, response_timeout=1.0
     )
     started = time.monotonic()
     with httpx.Client(base_url=base, timeout=10) as client:
         response = client.post(CHAT, json={"messages": MESSAGES})
     elapsed = time.monotonic() - started
+    # Each phase alone is within the deadline: only one deadline for both gives a 504, and it cuts
+    # the call at 1.0 s, well before the 1.6 s the upstream needs (the margin is for a loaded CI).
     assert response.status_code == 504, (response.status_code, round(elapsed, 2))
-    assert elapsed < 1.3
+    assert elapsed < 1.55
 
 
 # -- 8. disconnects before the first byte --------------------------------------------------------------

@@ -53,6 +53,16 @@ def test_empty_strings_from_azd_count_as_unset() -> None:
         # POST /api/aoaifn would answer every call 404 DeploymentNotFound, blaming the caller.
         ({**BASE, "AZURE_OPENAI_DEPLOYMENT": "gpt 4o/mini"}, "AZURE_OPENAI_DEPLOYMENT"),
         ({**BASE, "AZURE_OPENAI_DEPLOYMENT": "d" * 65}, "AZURE_OPENAI_DEPLOYMENT"),
+        # A client id typo would only show as a 502 (no token) or a 401 on every call.
+        ({**BASE, "AZURE_CLIENT_ID": "my-identity"}, "AZURE_CLIENT_ID"),
+        (
+            {
+                **BASE,
+                "PROXY_INBOUND_AUTH": "Entra",
+                "PROXY_ALLOWED_CALLER_CLIENT_ID": "00000000-0000-0000-0000-00000000000",
+            },
+            "PROXY_ALLOWED_CALLER_CLIENT_ID",
+        ),
     ],
 )
 def test_invalid_settings_fail_naming_the_variable(env: dict[str, str], variable: str) -> None:
@@ -184,3 +194,25 @@ def test_the_legacy_list_cannot_be_mixed_with_the_new_settings() -> None:
                 "USAGE_INJECT_EXTRA_API_VERSIONS": "2024-06-01",
             }
         )
+
+
+def test_every_reader_of_the_managed_identity_checks_its_client_id() -> None:
+    from aoai_proxy.landing.settings import LandingSettings
+    from aoai_proxy.replay import ReplaySettings
+
+    landing = {
+        "LOGS_INGESTION_ENDPOINT": "https://dcr-x.westeurope-1.ingest.monitor.azure.com",
+        "LOGS_DCR_IMMUTABLE_ID": "dcr-" + "0" * 32,
+        "LOGS_USAGE_STREAM": "Custom-AoaiUsage",
+        "LOGS_GATEWAY_STREAM": "Custom-ApimGatewayEvents",
+    }
+    replay = {
+        "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
+        "EVENTHUB_NAME": "usage",
+        "DEADLETTER_BLOB_SERVICE_URI": "https://myaccount.blob.core.windows.net",
+    }
+    good = "0b3e1a52-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    for read, env in ((LandingSettings.from_env, landing), (ReplaySettings.from_env, replay)):
+        assert read({**env, "AZURE_CLIENT_ID": good}).managed_identity_client_id == good  # type: ignore[union-attr]
+        with pytest.raises(ConfigError, match="AZURE_CLIENT_ID"):
+            read({**env, "AZURE_CLIENT_ID": "not-a-guid"})

@@ -20,7 +20,7 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 
 def names_read_by_code() -> set[str]:
     pattern = re.compile(
-        r"env\.(?:optional|required|choice|integer|seconds|boolean)\(\s*\"([A-Za-z_]+)\""
+        r"env\.(?:optional|required|choice|integer|seconds|boolean|client_id)\(\s*\"([A-Za-z_]+)\""
     )
     return {
         name for path in (ROOT / "src").rglob("*.py") for name in pattern.findall(path.read_text())

@@ -36,6 +36,8 @@ SETTINGS = ReplaySettings(
     managed_identity_client_id=None,
 )
 
+REPLAY_CLIENT_ID = "5f0c9c1e-2b7a-4d3e-9f61-8a2b3c4d5e6f"  # a user-assigned identity's client id
+
 
 async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
     hub: HubDouble,
@@ -98,13 +100,13 @@ async def test_a_timer_run_builds_its_managed_identity_credential_and_closes_it(
         "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
         "EVENTHUB_NAME": "usage",
         "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
-        "AZURE_CLIENT_ID": "client-id",
+        "AZURE_CLIENT_ID": REPLAY_CLIENT_ID,
     }  # no AZURE_OPENAI_ENDPOINT: the timer does not need the upstream settings
 
     result = await replay_from_env(env)
 
     assert result.replayed == 1
-    credential_class.assert_called_once_with(managed_identity_client_id="client-id")
+    credential_class.assert_called_once_with(managed_identity_client_id=REPLAY_CLIENT_ID)
     assert hub.client_class.call_args.kwargs["credential"] is credential_class.return_value
     credential_class.return_value.close.assert_awaited_once()
 
@@ -159,7 +161,7 @@ def test_replay_settings_need_no_upstream_settings() -> None:
         "EVENTHUB_NAME": "usage",
         "AzureWebJobsStorage__blobServiceUri": "https://st.blob.core.windows.net",
         "WEBSITE_INSTANCE_ID": "timer-instance",
-        "AZURE_CLIENT_ID": "client-id",
+        "AZURE_CLIENT_ID": REPLAY_CLIENT_ID,
         "PROXY_MAX_REQUEST_BYTES": "not a number",
     }
 
@@ -171,7 +173,7 @@ def test_replay_settings_need_no_upstream_settings() -> None:
         blob_service_uri="https://st.blob.core.windows.net",
         container="usage-deadletter",
         instance_id="timer-instance",
-        managed_identity_client_id="client-id",
+        managed_identity_client_id=REPLAY_CLIENT_ID,
     )
     assert ReplaySettings.from_env({}) is None  # the Event Hub sink is not configured
 

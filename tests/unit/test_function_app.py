@@ -105,7 +105,14 @@ def test_host_json_neither_filters_nor_samples_the_pipelines_log_lines() -> None
 
 @pytest.mark.parametrize(
     ("value", "level"),
-    [("entra", "ANONYMOUS"), ("key", "FUNCTION"), ("", "FUNCTION"), ("Entra", "FUNCTION")],
+    [
+        ("entra", "ANONYMOUS"),
+        ("key", "FUNCTION"),
+        ("", "FUNCTION"),
+        ("Entra", "ANONYMOUS"),
+        ("entrA ", "ANONYMOUS"),
+        ("kEy", "FUNCTION"),
+    ],
 )
 def test_only_entra_mode_opens_the_routes_at_the_functions_level(value: str, level: str) -> None:
     # Decided at indexing, so a fresh interpreter per value (the worker imports the app once).

@@ -56,7 +56,7 @@ class LandingSettings:
             usage_stream=_stream("LOGS_USAGE_STREAM", env.required("LOGS_USAGE_STREAM")),
             gateway_stream=_stream("LOGS_GATEWAY_STREAM", env.required("LOGS_GATEWAY_STREAM")),
             instance_id=env.optional("WEBSITE_INSTANCE_ID") or "local",
-            managed_identity_client_id=env.optional("AZURE_CLIENT_ID"),
+            managed_identity_client_id=env.client_id("AZURE_CLIENT_ID"),
         )
 
 

@@ -25,7 +25,7 @@ class DeliveryCounters:
     sent: int = 0  # accepted by Event Hubs
     dead_lettered: int = 0  # written to the dead-letter store
     replayed: int = 0  # re-sent from the dead-letter store (replay timer) and deleted there
-    dropped: int = 0  # lost: must stay 0 (only when the hub and the store both fail at shutdown)
+    dropped: int = 0  # lost (only a log line holds them): must stay 0; hub and store both failing at shutdown, or more parked than the bound
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
