@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from azure.core.credentials_async import AsyncTokenCredential
-from azure.identity.aio import get_bearer_token_provider
+from typing import TYPE_CHECKING
 
 from .config import Settings
-from .credentials import COGNITIVE_SERVICES_SCOPE, build_credential
+from .credentials import bearer_token_provider, build_credential
 from .inject import RejectedVersions
 from .logs import quiet_libraries
 from .sinks import UsageSink, build_sink
 from .upstream import Upstream
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 
 @dataclass(slots=True)
@@ -38,7 +39,7 @@ class Runtime:
             build_credential(settings.managed_identity_client_id) if needs_credential else None
         )
         token_provider = (
-            get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+            bearer_token_provider(credential)
             if credential is not None and settings.upstream_auth == "entra"
             else None
         )

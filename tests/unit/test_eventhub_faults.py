@@ -353,8 +353,8 @@ async def test_shutdown_through_the_asgi_lifespan_sends_or_dead_letters_every_re
         sinks.append(EventHubSink(**{**options, "shutdown_seconds": 1.0}))
         return sinks[-1]
 
-    mocker.patch("aoai_proxy.sinks.BlobDeadLetterStore", return_value=memory_deadletter)
-    mocker.patch("aoai_proxy.sinks.EventHubSink", side_effect=keep)
+    mocker.patch("aoai_proxy.deadletter.BlobDeadLetterStore", return_value=memory_deadletter)
+    mocker.patch("aoai_proxy.sinks.eventhub.EventHubSink", side_effect=keep)
     settings = eventhub_settings(openai_endpoint="http://127.0.0.1:9", upstream_auth="none")
     app = create_app(lambda: settings)
     records = [usage_record(f"sub-{i % 3}", n=i) for i in range(200)]

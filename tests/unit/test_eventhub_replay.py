@@ -81,7 +81,7 @@ async def test_a_timer_run_replays_the_store_and_logs_a_counter_line(
 async def test_a_timer_run_without_event_hubs_configured_does_nothing(
     hub: HubDouble, mocker: MockerFixture
 ) -> None:
-    credential_class = mocker.patch("aoai_proxy.credentials.DefaultAzureCredential", autospec=True)
+    credential_class = mocker.patch("azure.identity.aio.DefaultAzureCredential", autospec=True)
 
     result = await replay_from_env({"AZURE_OPENAI_ENDPOINT": "https://my-aoai.openai.azure.com"})
 
@@ -94,7 +94,7 @@ async def test_a_timer_run_builds_its_managed_identity_credential_and_closes_it(
     hub: HubDouble, memory_deadletter: MemoryDeadLetterStore, mocker: MockerFixture
 ) -> None:
     mocker.patch("aoai_proxy.replay.BlobDeadLetterStore", return_value=memory_deadletter)
-    credential_class = mocker.patch("aoai_proxy.credentials.DefaultAzureCredential", autospec=True)
+    credential_class = mocker.patch("azure.identity.aio.DefaultAzureCredential", autospec=True)
     await memory_deadletter.put([encode(usage_record()).body])
     env = {
         "EVENTHUB_FULLY_QUALIFIED_NAMESPACE": "my-usage-ns.servicebus.windows.net",
@@ -299,7 +299,7 @@ async def test_a_run_that_cannot_start_logs_a_failed_line_and_fails(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     mocker.patch("aoai_proxy.replay.BlobDeadLetterStore", return_value=memory_deadletter)
-    mocker.patch("aoai_proxy.credentials.DefaultAzureCredential", autospec=True)
+    mocker.patch("azure.identity.aio.DefaultAzureCredential", autospec=True)
     broken = RuntimeError("AuthorizationPermissionMismatch")
     mocker.patch.object(memory_deadletter, "names", side_effect=broken)
     env = {

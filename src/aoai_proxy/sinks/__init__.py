@@ -1,15 +1,20 @@
-"""Usage-record sinks behind one interface (see base.UsageSink)."""
+"""Usage-record sinks behind one interface (see base.UsageSink).
+
+The Event Hub sink's modules (azure-eventhub, azure-storage-blob for its dead letters) are imported
+only when that sink is built: the JSONL and log sinks run without them.
+"""
 
 from __future__ import annotations
 
-from azure.core.credentials_async import AsyncTokenCredential
+from typing import TYPE_CHECKING
 
 from ..config import Settings
-from ..deadletter import BlobDeadLetterStore
 from .base import UsageRecord, UsageSink, partition_key_of
-from .eventhub import EventHubSink
 from .jsonl import JsonlFileSink
 from .log import LogSink
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 __all__ = ["UsageRecord", "UsageSink", "build_sink", "partition_key_of"]
 
@@ -34,6 +39,9 @@ def _build_eventhub_sink(settings: Settings, credential: AsyncTokenCredential | 
             "the Event Hub sink needs a credential, EVENTHUB_FULLY_QUALIFIED_NAMESPACE, "
             "EVENTHUB_NAME and DEADLETTER_BLOB_SERVICE_URI"
         )
+    from ..deadletter import BlobDeadLetterStore
+    from .eventhub import EventHubSink
+
     deadletter = BlobDeadLetterStore(
         settings.deadletter_blob_service_uri,
         settings.deadletter_container,
