@@ -30,11 +30,7 @@ def test_the_worker_server_parses_with_httptools_when_installed_and_keeps_the_wo
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await _lifespan(receive, send)
         seen["loop"] = type(asyncio.get_running_loop())
         # uvicorn hands the app its protocol's RequestResponseCycle.send (no wrapper between).
         seen["protocol"] = type(send.__self__).__module__  # type: ignore[attr-defined]
@@ -57,11 +53,7 @@ def test_the_workers_access_log_is_quiet_once_the_runtime_quiets_the_libraries(
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()
-            await send({"type": "lifespan.startup.complete"})
-            await receive()
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+            return await _lifespan(receive, send)
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -84,6 +76,13 @@ def test_the_workers_access_log_is_quiet_once_the_runtime_quiets_the_libraries(
     finally:
         access.removeHandler(collector)
         quiet_libraries("warning")
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    await receive()
+    await send({"type": "lifespan.startup.complete"})
+    await receive()
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 @contextmanager
