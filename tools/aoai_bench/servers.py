@@ -134,8 +134,9 @@ def _worker_proxy_main(settings: Settings, port_out: Connection) -> None:
     route. Defaults mean http="auto": httptools when installed, and what is installed there is
     src/requirements.txt, so the parser follows that file, not this venv; the loop is asyncio's
     whatever is installed (uvloop would need uvicorn to create the loop, which serve() does not).
-    The defaults include uvicorn's access log on stdout, one line per request: kept (the cost is
-    the worker's), written to /dev/null."""
+    The defaults include uvicorn's access log on stdout (here /dev/null), one line per request,
+    until the runtime, built at the first request, quiets `uvicorn.access` as it does in Azure
+    (aoai_proxy.logs)."""
     import uvicorn  # in the child only
 
     sock = _bound_socket(port_out)
