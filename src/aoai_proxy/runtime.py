@@ -17,6 +17,7 @@ from .credentials import bearer_token_provider, build_credential
 from .inject import RejectedVersions
 from .logs import quiet_libraries
 from .sinks import UsageSink, build_sink
+from .socket_reads import use_heap_sized_reads
 from .upstream import Upstream
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         quiet_libraries(settings.library_log_level)
+        use_heap_sized_reads()
         needs_credential = settings.upstream_auth == "entra" or settings.sink == "eventhub"
         credential = (
             build_credential(settings.managed_identity_client_id) if needs_credential else None
