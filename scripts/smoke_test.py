@@ -8,12 +8,15 @@ Run after `azd up` (the deploy workflow runs it too): `python scripts/smoke_test
 3. Notes the end of every partition of the usage hub, then calls the APIM gateway with the stock
    `openai` SDK: one non-streamed and one streamed call with `AzureOpenAI`, and one non-streamed call
    with `OpenAI` on the v1 API (it needs `default_headers={"api-key": key}`: APIM does not read a
-   bearer token as a subscription key).
+   bearer token as a subscription key). Then the origin's contract, `POST <gateway>/openai/aoaifn`
+   (docs/http-protocol.md), with its README's two request bodies sent byte for byte over plain HTTP as
+   its clients send them: non-streamed, and streamed with `include_usage`.
 4. Reads the hub from the noted positions until, for each call, it finds the usage record named by the
    response's `x-usage-record-id` and APIM's gateway event with the same request id (APIM sends those
    in batches about 15 s apart), then prints a pass/fail table.
-   The streamed call must arrive as a stream: at least two reads with content, spread over time
-   (a gateway or host that buffers the response delivers everything in one go).
+   The streamed calls must arrive as a stream: at least two reads with content, spread over time
+   (a gateway or host that buffers the response delivers everything in one go). The aoaifn calls'
+   records must name that route (request.route `aoaifn`, operation `chat`).
 5. Entra mode (APIM_FUNCTION_AUTH=entra): a call straight to the Function App without a token, and one
    with a forged X-MS-CLIENT-PRINCIPAL naming APIM's identity, must both get 401. Once this whole test
    passes in your subscription, Entra mode can be your default (docs/deploy.md#function-authentication).
@@ -341,6 +344,20 @@ def arrived_as_a_stream(read_times: Sequence[float]) -> bool:
     return len(read_times) >= 2 and read_times[-1] - read_times[0] >= STREAM_MIN_SPREAD_SECONDS
 
 
+def _timed_reads(contents: Iterable[str]) -> tuple[int, str, list[float]]:
+    """Reads each chunk's content as it arrives: the number of chunks, the text, and when each read
+    with content came."""
+    chunks = 0
+    text = ""
+    read_times: list[float] = []
+    for content in contents:
+        chunks += 1
+        if content:
+            read_times.append(time.monotonic())
+        text += content
+    return chunks, text, read_times
+
+
 def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutcome:
     messages = [{"role": "user", "content": STREAM_PROMPT if stream else PROMPT}]
     if not stream:
@@ -354,19 +371,15 @@ def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutco
         model=model, messages=messages, stream=True
     ) as response:
         record_id = response.headers.get("x-usage-record-id")
-        chunks = 0
-        text = ""
-        read_times: list[float] = []
-        for chunk in response.parse():
-            chunks += 1
+        chunks, text, read_times = _timed_reads(
             # Azure's first chunk has choices: [] (prompt filter results), and its content-filter
             # annotation chunks can carry a choice without a delta.
-            for choice in chunk.choices:
-                delta = getattr(choice, "delta", None)
-                content = (delta.content if delta is not None else None) or ""
-                if content:
-                    read_times.append(time.monotonic())
-                text += content
+            "".join(
+                (getattr(choice, "delta", None) and choice.delta.content) or ""
+                for choice in chunk.choices
+            )
+            for chunk in response.parse()
+        )
         return CallOutcome(
             name,
             response.status_code,
@@ -376,18 +389,99 @@ def _chat_call(client: Any, name: str, model: str, *, stream: bool) -> CallOutco
         )
 
 
+# The origin's contract (docs/http-protocol.md): published by APIM as the `aoaifn` operation, served
+# by the Function at /api/aoaifn (aoai_proxy.routes.AOAIFN_ROUTE, whose name its records carry).
+AOAIFN_PATH = "/openai/aoaifn"
+AOAIFN_ROUTE = "aoaifn"
+AOAIFN_NON_STREAMED = "aoaifn non-streamed"
+AOAIFN_STREAMED = "aoaifn streamed"
+# Its README's two request bodies (hieumoscow/Function-SSE-Proxy, "Request Format"), as its clients
+# send them; the deployment and api-version come from the Function's settings.
+_ORIGIN_MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Tell me about Singapore in 1 sentence"},
+]
+AOAIFN_BODIES = {
+    AOAIFN_NON_STREAMED: json.dumps({"messages": _ORIGIN_MESSAGES}, indent=4).encode(),
+    AOAIFN_STREAMED: json.dumps(
+        {"messages": _ORIGIN_MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
+        indent=4,
+    ).encode(),
+}
+
+
+@dataclass(frozen=True)
+class OriginClient:
+    """Plain HTTP to the gateway's aoaifn operation, the way the origin's clients call it."""
+
+    http: Any  # an httpx.Client
+    url: str
+    key: str
+
+    def call(self, name: str, *, stream: bool) -> CallOutcome:
+        headers = {"api-key": self.key, "content-type": "application/json"}
+        body = AOAIFN_BODIES[name]
+        if not stream:
+            response = self.http.post(self.url, content=body, headers=headers)
+            response.raise_for_status()
+            choices = response.json().get("choices") or []
+            text = "".join(((c.get("message") or {}).get("content") or "") for c in choices)
+            return CallOutcome(
+                name,
+                response.status_code,
+                response.headers.get("x-usage-record-id"),
+                content_ok=bool(text),
+            )
+        with self.http.stream("POST", self.url, content=body, headers=headers) as response:
+            response.raise_for_status()
+            chunks, text, read_times = _timed_reads(
+                "".join(
+                    ((choice.get("delta") or {}).get("content") or "")
+                    for choice in event.get("choices") or []
+                )
+                for event in _sse_events(response.iter_lines())
+            )
+            return CallOutcome(
+                name,
+                response.status_code,
+                response.headers.get("x-usage-record-id"),
+                content_ok=chunks > 0 and bool(text),
+                streamed_ok=arrived_as_a_stream(read_times),
+            )
+
+
+def _sse_events(lines: Iterable[str]) -> Iterable[dict[str, Any]]:
+    """The JSON events of a chat completion stream, up to `data: [DONE]`."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            return
+        event = decode_event(data)
+        if event is not None:
+            yield event
+
+
 # The GA api-version most clients pin: a stream on it that does not ask for usage must still be
 # metered exactly, by the proxy's injection (docs/usage-record.md, "Which calls are injected"). The
 # simulator only models the service; this call checks the decision against Azure itself.
 GA_API_VERSION = "2024-10-21"
 GA_STREAM = f"azure {GA_API_VERSION} streamed"
-EXPECTED_SOURCE = {GA_STREAM: "injected"}
+# The usage.source a call must have; the others take either exact one (provider or injected).
+EXPECTED_SOURCE = {GA_STREAM: "injected", AOAIFN_NON_STREAMED: "provider"}
+# The route (and operation) a call's record must name; the others' are not checked.
+EXPECTED_ROUTE = {
+    AOAIFN_NON_STREAMED: (AOAIFN_ROUTE, "chat"),
+    AOAIFN_STREAMED: (AOAIFN_ROUTE, "chat"),
+}
 
 
 def make_clients(
     settings: Settings, key: str, http_client: Any = None
 ) -> list[tuple[str, Any, bool]]:
     """(name, client, stream) for each call, configured exactly as docs/apim.md tells consumers."""
+    import httpx
     from openai import AzureOpenAI, OpenAI
 
     # The SDK sends the key as `api-key`, the header the APIM API reads subscription keys from.
@@ -417,11 +511,18 @@ def make_clients(
         timeout=120,
         http_client=http_client,
     )
+    origin = OriginClient(
+        http_client or httpx.Client(timeout=120),
+        settings.gateway_url.rstrip("/") + AOAIFN_PATH,
+        key,
+    )
     return [
         ("azure non-streamed", azure, False),
         ("azure streamed", azure, True),
         ("v1 non-streamed", v1, False),
         (GA_STREAM, ga, True),
+        (AOAIFN_NON_STREAMED, origin, False),
+        (AOAIFN_STREAMED, origin, True),
     ]
 
 
@@ -432,7 +533,11 @@ def run_calls(
     for name, client, stream in clients:
         try:
             outcome = retry(
-                lambda c=client, n=name, s=stream: _chat_call(c, n, model, stream=s),
+                lambda c=client, n=name, s=stream: (
+                    c.call(n, stream=s)
+                    if isinstance(c, OriginClient)
+                    else _chat_call(c, n, model, stream=s)
+                ),
                 what=name,
                 **retry_kwargs,
             )
@@ -584,6 +689,7 @@ class Check:
     same_subscription: bool = False
     tokens: int | None = None
     source_ok: bool = True  # usage.source is the one this call must have (EXPECTED_SOURCE)
+    route_ok: bool = True  # request.route and operation are the ones it must name (EXPECTED_ROUTE)
     detail: str = ""
     record: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -595,6 +701,7 @@ class Check:
             and self.same_subscription
             and self.tokens is not None
             and self.source_ok
+            and self.route_ok
         )
 
 
@@ -640,6 +747,10 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
         expected = EXPECTED_SOURCE.get(outcome.name)
         record_usage = record.get("usage") if isinstance(record.get("usage"), Mapping) else {}
         check.source_ok = expected is None or record_usage.get("source") == expected
+        request = record.get("request") if isinstance(record.get("request"), Mapping) else {}
+        named = (request.get("route"), request.get("operation"))
+        expected_route = EXPECTED_ROUTE.get(outcome.name)
+        check.route_ok = expected_route is None or named == expected_route
         caller = record.get("caller") if isinstance(record.get("caller"), Mapping) else {}
         request_id = str(caller.get("request_id") or "").lower()
         if not request_id:
@@ -656,6 +767,11 @@ def match(outcomes: Sequence[CallOutcome], events: Iterable[Mapping[str, Any]]) 
             check.detail = "subscription ids differ between usage record and gateway event"
         elif check.tokens is None:
             check.detail = f"no exact token counts in the record: {record.get('usage')}"
+        elif not check.route_ok and expected_route is not None:
+            check.detail = (
+                f"request.route {named[0]}, operation {named[1]}: expected route "
+                f"{expected_route[0]}, operation {expected_route[1]}"
+            )
         elif not check.source_ok:
             check.detail = (
                 f"usage.source is {record_usage.get('source')}, expected {expected}: "

@@ -280,14 +280,19 @@ def test_consumers_sdks_reach_the_gateway_with_the_key_in_api_key() -> None:
         ("azure streamed", 200, True, None),
         ("v1 non-streamed", 200, True, None),
         ("azure 2024-10-21 streamed", 200, True, None),
+        ("aoaifn non-streamed", 200, True, None),
+        ("aoaifn streamed", 200, True, None),
     ]
-    assert [o.usage_record_id for o in outcomes] == ["rec-1", "rec-2", "rec-3", "rec-4"]
+    assert [o.usage_record_id for o in outcomes] == [f"rec-{n}" for n in range(1, 7)]
     paths = [(r.url.path, r.url.params.get("api-version")) for r in gateway.requests]
     assert paths == [
         ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
         ("/openai/deployments/chat/chat/completions", "2025-04-01-preview"),
         ("/openai/v1/chat/completions", None),
         ("/openai/deployments/chat/chat/completions", "2024-10-21"),
+        # The origin's contract: no deployment, no api-version (the Function's settings give them).
+        ("/openai/aoaifn", None),
+        ("/openai/aoaifn", None),
     ]
     ga_body = json.loads(gateway.requests[3].content)
     assert ga_body["stream"] is True
