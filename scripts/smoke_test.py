@@ -396,15 +396,23 @@ AOAIFN_ROUTE = "aoaifn"
 AOAIFN_NON_STREAMED = "aoaifn non-streamed"
 AOAIFN_STREAMED = "aoaifn streamed"
 # Its README's two request bodies (hieumoscow/Function-SSE-Proxy, "Request Format"), as its clients
-# send them; the deployment and api-version come from the Function's settings.
+# send them; the deployment and api-version come from the Function's settings. The streamed one asks
+# for STREAM_PROMPT's long answer instead of the README's one sentence: Azure's default content
+# filter releases a stream in batches, and one sentence can arrive as a single read, which the
+# "arrived over time" check would take for a buffering hop.
+_ORIGIN_SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
 _ORIGIN_MESSAGES = [
-    {"role": "system", "content": "You are a helpful assistant."},
+    _ORIGIN_SYSTEM,
     {"role": "user", "content": "Tell me about Singapore in 1 sentence"},
 ]
 AOAIFN_BODIES = {
     AOAIFN_NON_STREAMED: json.dumps({"messages": _ORIGIN_MESSAGES}, indent=4).encode(),
     AOAIFN_STREAMED: json.dumps(
-        {"messages": _ORIGIN_MESSAGES, "stream": True, "stream_options": {"include_usage": True}},
+        {
+            "messages": [_ORIGIN_SYSTEM, {"role": "user", "content": STREAM_PROMPT}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
         indent=4,
     ).encode(),
 }

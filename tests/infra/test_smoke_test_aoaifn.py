@@ -6,6 +6,7 @@ end-to-end case puts the real proxy behind an APIM stand-in that does what the a
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -71,8 +72,12 @@ def test_the_origin_calls_send_its_readme_bodies_with_the_key(
     ]
     assert [o.streamed_ok for o in outcomes] == [None, True]
     assert [o.usage_record_id for o in outcomes] == ["r1", "r2"]
-    # Byte for byte the bodies the repository's own aoaifn tests send (the origin README's).
-    assert seen == [(NON_STREAMING, "sub-key"), (STREAMING, "sub-key")]
+    # The origin README's bodies, as the repository's own aoaifn tests send them; the streamed one
+    # with the smoke test's long prompt in place of the README's one sentence.
+    readme_stream = json.loads(STREAMING)
+    readme_stream["messages"][-1]["content"] = st.STREAM_PROMPT
+    assert seen[0] == (NON_STREAMING, "sub-key")
+    assert (json.loads(seen[1][0]), seen[1][1]) == (readme_stream, "sub-key")
 
 
 def test_a_buffered_origin_stream_fails(serve_asgi: Callable[..., str]) -> None:
