@@ -17,7 +17,7 @@ import httpx
 from azurefunctions.extensions.http.fastapi.web import WebServer
 from starlette.types import Receive, Scope, Send
 
-from aoai_bench.servers import deployed_packages
+from aoai_bench_proxy import deployed_packages
 from aoai_proxy.logs import quiet_libraries
 
 WAIT_S = 10.0

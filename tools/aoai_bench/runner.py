@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 
+from aoai_bench_proxy import raise_fd_limit
 from aoai_proxy.config import Settings
 from aoai_simulator import SimulatorSettings
 
@@ -29,7 +30,7 @@ from .report import (
     UsageCheck,
     added,
 )
-from .servers import ProxyShape, ServerProcess, raise_fd_limit, start_proxy, start_simulator
+from .servers import ProxyShape, ServerProcess, start_proxy, start_simulator
 
 # Chunk timing like a small Azure OpenAI chat model (the simulator's default inter-token delay); the
 # time to first token is shorter than Azure's so the sequential phase stays short: it is the same
@@ -50,7 +51,7 @@ class BenchConfig:
     timeout_s: float = 120.0
     sample_s: float = 0.01  # RSS sampling interval
     # "local": the proxy's ASGI adapter under uvicorn[standard] (httptools, uvloop), as local runs;
-    # "worker": shaped like the Functions Python worker (servers._worker_proxy_main).
+    # "worker": shaped like the Functions Python worker (aoai_bench_proxy.serve_worker).
     proxy_server: ProxyShape = "local"
 
 

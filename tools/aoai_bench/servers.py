@@ -1,4 +1,6 @@
-"""The simulator and the proxy as real uvicorn servers, each in its own (spawned) process.
+"""The simulator and the proxy as real uvicorn servers, each in its own process: the simulator
+spawned by multiprocessing, the proxy started as `python -m aoai_bench_proxy` so that it loads
+nothing of the bench.
 
 Also what the benchmark reads about a process from /proc: resident memory (VmRSS), its high-water
 mark (VmHWM, reset through clear_refs) and CPU time.
@@ -6,16 +8,16 @@ mark (VmHWM, reset through clear_refs) and CPU time.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
-import re
-import resource
+import pickle
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -23,13 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-
-# FastAPI resolves the catch-all route's annotations from this module's globals.
-from fastapi import FastAPI, Request
-from starlette.responses import Response
-from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aoai_bench_proxy import raise_fd_limit, run_uvicorn
 from aoai_proxy.config import Settings
 from aoai_simulator import SimulatorSettings
 
@@ -38,16 +36,6 @@ STOP_TIMEOUT_S = 15.0
 STAMP_HEADER = "x-bench-id"
 STAMPS_PATH = "/_bench/stamps"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def raise_fd_limit(wanted: int = 65536) -> int:
-    """Raises the soft RLIMIT_NOFILE towards `wanted` (within the hard limit); returns the new one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft = target
-    return soft
 
 
 class StampingApp:
@@ -100,19 +88,7 @@ def _bound_socket(port_out: Connection) -> socket.socket:
 
 
 def _serve(app: Any, port_out: Connection) -> None:
-    import uvicorn  # in the child only
-
-    sock = _bound_socket(port_out)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        access_log=False,
-        ws="none",
-        lifespan="on",
-        backlog=4096,  # a burst of 1,000 connects must not be refused
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    run_uvicorn(app, _bound_socket(port_out))
 
 
 def _simulator_main(settings: SimulatorSettings, port_out: Connection) -> None:
@@ -121,88 +97,11 @@ def _simulator_main(settings: SimulatorSettings, port_out: Connection) -> None:
     _serve(StampingApp(create_app(settings)), port_out)
 
 
-def _proxy_main(settings: Settings, port_out: Connection) -> None:
-    from aoai_proxy.asgi import create_app
-
-    _serve(create_app(lambda: settings), port_out)
-
-
-def _worker_proxy_main(settings: Settings, port_out: Connection) -> None:
-    """The proxy as the Functions Python worker serves it (azurefunctions-extensions-http-fastapi
-    1.0.1, `WebServer.serve`): `uvicorn.Config(app, host, port)` with its defaults, awaited with
-    `server.serve()` on the worker's own asyncio loop, in front of a FastAPI app with one catch-all
-    route. Defaults mean http="auto": httptools when installed, and what is installed there is
-    src/requirements.txt, so the parser follows that file, not this venv; the loop is asyncio's
-    whatever is installed (uvloop would need uvicorn to create the loop, which serve() does not).
-    The defaults include uvicorn's access log on stdout (here /dev/null), one line per request,
-    until the runtime, built at the first request, quiets `uvicorn.access` as it does in Azure
-    (aoai_proxy.logs)."""
-    import uvicorn  # in the child only
-
-    sock = _bound_socket(port_out)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    http = "httptools" if "httptools" in deployed_packages() else "h11"
-    config = uvicorn.Config(worker_shaped_app(settings), http=http)  # the worker's: host, port
-    asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
-
-
-def deployed_packages() -> set[str]:
-    """Package names in src/requirements.txt (what the Function App installs)."""
-    requirements = Path(__file__).resolve().parents[2] / "src" / "requirements.txt"
-    names = set()
-    for line in requirements.read_text().splitlines():
-        requirement = line.split("#", 1)[0].strip()
-        if requirement:
-            names.add(re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower())
-    return names
-
-
-def worker_shaped_app(settings: Settings) -> FastAPI:
-    """FastAPI's catch-all route in front of `handle`, like the worker's; the Functions host's
-    routing (which function, which route values) is done here by matching the route templates."""
-    from aoai_proxy.asgi import starlette_path
-    from aoai_proxy.proxy import handle, health
-    from aoai_proxy.routes import HEALTH_ROUTE, PROXY_ROUTES
-    from aoai_proxy.runtime import RuntimeHolder
-
-    holder = RuntimeHolder(lambda: settings)
-    matchers = [(compile_path(starlette_path(spec.template)), spec) for spec in PROXY_ROUTES]
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Not in the worker (it has no shutdown hook): here so the bench can count the records.
-        yield
-        await holder.aclose()
-
-    app = FastAPI(lifespan=lifespan)
-
-    @app.api_route(
-        "/{path:path}",
-        methods=["GET", "POST", "PUT", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"],
-    )
-    async def catch_all(request: Request) -> Response:
-        if request.url.path == "/" + HEALTH_ROUTE:
-            return await health(holder)
-        for (regex, _, convertors), spec in matchers:
-            match = regex.match(request.url.path)
-            if match is not None:
-                values = match.groupdict()
-                request.path_params.clear()  # the worker's RequestSynchronizer.sync_route_params
-                request.path_params.update(
-                    {name: convertors[name].convert(value) for name, value in values.items()}
-                )
-                return await handle(request, spec, holder)
-        raise LookupError(f"no route for {request.url.path}")
-
-    return app
-
-
 @dataclass(frozen=True)
 class ServerProcess:
     name: str
     url: str
-    process: BaseProcess
+    process: BaseProcess | ProxyChild
 
     @property
     def pid(self) -> int:
@@ -259,9 +158,66 @@ def start_simulator(settings: SimulatorSettings) -> ServerProcess:
 ProxyShape = Literal["local", "worker"]
 
 
-def start_proxy(settings: Settings, shape: ProxyShape = "local") -> ServerProcess:
-    main = _worker_proxy_main if shape == "worker" else _proxy_main
-    return _start("proxy", main, settings, "/healthz")
+class ProxyChild:
+    """The proxy's process (aoai_bench_proxy, a plain subprocess) with the calls ServerProcess makes."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def is_alive(self) -> bool:
+        return self._popen.poll() is None
+
+    def terminate(self) -> None:
+        self._popen.terminate()
+
+    def kill(self) -> None:
+        self._popen.kill()
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._popen.wait(timeout)
+
+
+def start_proxy(
+    settings: Settings, shape: ProxyShape = "local", env: dict[str, str] | None = None
+) -> ServerProcess:
+    """Starts `python -m aoai_bench_proxy` on a socket bound here and handed over by descriptor,
+    with this interpreter and src/tools on its path; `env` adds variables (its debug path)."""
+    tools = Path(__file__).resolve().parents[1]
+    sock = socket.socket(
+        socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )  # see _bound_socket
+    with sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        child_env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tools.parent / "src"), str(tools)]),
+            **(env or {}),
+        }
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "aoai_bench_proxy", str(sock.fileno())],
+            stdin=subprocess.PIPE,
+            pass_fds=[sock.fileno()],
+            env=child_env,
+        )
+        assert popen.stdin is not None
+        popen.stdin.write(pickle.dumps((shape, settings)))
+        popen.stdin.close()
+        server = ServerProcess(
+            "proxy", f"http://127.0.0.1:{sock.getsockname()[1]}", ProxyChild(popen)
+        )
+    try:
+        _wait_ready(server, "/healthz")
+    except BaseException:
+        popen.kill()
+        popen.wait(STOP_TIMEOUT_S)
+        raise
+    return server
 
 
 def _start(name: str, target: Callable[..., None], settings: Any, ready_path: str) -> ServerProcess:
