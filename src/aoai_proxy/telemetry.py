@@ -26,13 +26,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
-from opentelemetry.instrumentation.logging.handler import LoggingHandler
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import LoggerProvider
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +42,14 @@ def export_logs(
     connection_string: str, *, role_name: str, role_instance: str, **exporter_options: Any
 ) -> LoggerProvider:
     """Exports the LOGGER tree's records at INFO and above; `exporter_options` go to the exporter."""
+    # Imported here: function_app imports this module everywhere, and only Azure exports (the
+    # OpenTelemetry SDK and exporter cost start-up time and memory in local runs and tests).
+    from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+
     exporter = AzureMonitorLogExporter(connection_string=connection_string, **exporter_options)
     # service.name and service.instance.id become AppRoleName and AppRoleInstance.
     resource = Resource.create({SERVICE_NAME: role_name, SERVICE_INSTANCE_ID: role_instance})
