@@ -166,7 +166,8 @@ class _Connection(asyncio.Protocol):
         self.released_at = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._head: RawHeaders = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # as received, while the head is incomplete
+        self._head_size = 0  # of the complete header lines
         self._head_waiter: asyncio.Future[Response] | None = None
         self._response: Response | None = None
         self._informational = False  # a 1xx answer is being parsed: skipped
@@ -182,7 +183,7 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, request: bytes, *, head_only: bool, read_timeout: float) -> Response:
         assert self.transport is not None
-        self._head, self._head_bytes, self._response = [], 0, None
+        self._head, self._head_bytes, self._head_size, self._response = [], 0, 0, None
         self._skip_body, self._until_close, self._keep_alive = head_only, False, False
         self._received = False
         self._read_timeout = read_timeout
@@ -260,10 +261,12 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(f"invalid HTTP response: {exc}", timed_out=False)
+            cause = exc.__context__  # what a callback raised
+            reason = str(cause) if isinstance(cause, ResponseFailed) else f"not HTTP: {exc}"
+            self._fail(reason, timed_out=False)
             return
         if self._response is None and self._head_bytes > self.origin.max_head_bytes:
-            self._fail("the response head is too large", timed_out=False)
+            self._fail("the response head is too large", timed_out=False)  # and still coming
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost follows
@@ -283,6 +286,9 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.origin.max_head_bytes:
+            raise ResponseFailed("the response head is too large")
         if len(self._head) > self.origin.max_headers:
             raise ResponseFailed("the response has too many headers")
 
@@ -290,7 +296,7 @@ class _Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if status < 200:
             self._informational = True  # e.g. 103 Early Hints: the real answer follows
-            self._head = []
+            self._head, self._head_size = [], 0
             return
         response = self._response = Response(self, status, self._head)
         self._keep_alive = self._parser.should_keep_alive()
