@@ -42,7 +42,8 @@ def test_the_bench_proxy_process_loads_none_of_the_bench(
         proxy.stop()
     modules = set(modules_path.read_text().splitlines())
     # The proxy really served from this process (the control for the absences below).
-    assert {"aoai_proxy.proxy", "aoai_proxy.sinks.jsonl", "aiohttp", "uvicorn"} <= modules
+    assert {"aoai_proxy.proxy", "aoai_proxy.sinks.jsonl", "aoai_proxy.http1", "uvicorn"} <= modules
+    assert "aiohttp" not in modules  # the upstream client is http1; aiohttp only for Azure SDKs
     assert ("fastapi" in modules) == (shape == "worker")
     loaded = sorted(m for m in modules if m.split(".")[0] in BENCH_ONLY)
     assert loaded == []

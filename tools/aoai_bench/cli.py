@@ -49,12 +49,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path | N
         help="local: uvicorn[standard] as local runs (default); worker: shaped like the Functions "
         "Python worker (uvicorn defaults, asyncio loop, FastAPI catch-all, src/requirements.txt)",
     )
+    parser.add_argument(
+        "--load-client",
+        choices=("raw", "httpx"),
+        help="the non-streamed phase's load generator: raw (lean keep-alive HTTP/1.1, default) "
+        "or httpx (CPU-hungry: on 2 cores it sets the pace)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     args = parser.parse_args(argv)
     config = QUICK if args.quick else BenchConfig()
     overrides = {
         name: getattr(args, name)
-        for name in ("streams", "pairs", "clients", "seconds", "proxy_server")
+        for name in ("streams", "pairs", "clients", "seconds", "proxy_server", "load_client")
         if getattr(args, name) is not None
     }
     config = replace(config, **overrides)

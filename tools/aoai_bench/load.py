@@ -16,9 +16,11 @@ from typing import Literal
 
 import httpx
 
+from . import rawload
 from .servers import STAMP_HEADER, STAMPS_PATH
 
 Target = Literal["direct", "proxy"]
+LoadClient = Literal["raw", "httpx"]
 
 # An api-version the proxy injects include_usage on: it asks upstream for the usage and removes it
 # again, the production path for clients that do not ask for usage themselves.
@@ -179,11 +181,17 @@ class Throughput:
 
 
 async def throughput(
-    base_url: str, target: Target, clients: int, seconds: float, timeout_s: float
+    base_url: str,
+    target: Target,
+    clients: int,
+    seconds: float,
+    timeout_s: float,
+    load_client: LoadClient = "raw",
 ) -> Throughput:
     """`clients` workers each sending non-streamed chat calls back to back for `seconds`, with
     zero simulator delay: what the hop costs when nothing waits on the model. Each target gets
-    fresh clients (see `sharded`), so idle connections to the other target cannot slow the pool."""
+    fresh connections, so idle connections to the other target cannot slow the pool. `raw`: the
+    lean client of aoai_bench.rawload; `httpx`: httpx clients (see `sharded`)."""
     zero = Timing(0, 0, 20).headers()
     latencies: list[float] = []
     phase = Phase()
@@ -202,6 +210,21 @@ async def throughput(
                 continue
             latencies.append((time.monotonic_ns() - sent) / 1e6)
 
+    if load_client == "raw":
+        request = rawload.build_request(base_url, CHAT_PATH, JSON_BODY, zero)
+        errors: dict[str, int] = {}
+        started = time.monotonic()
+        deadline = started + seconds
+        counts = await asyncio.gather(
+            *(
+                rawload.caller(base_url, request, deadline, latencies, errors, timeout_s)
+                for _ in range(clients)
+            )
+        )
+        elapsed = time.monotonic() - started
+        phase.calls += sum(counts) if target == "proxy" else 0
+        phase.errors.update(errors)
+        return Throughput(len(latencies), elapsed, latencies, phase)
     async with sharded(clients, timeout_s) as pool:
         started = time.monotonic()
         await asyncio.gather(*(worker(client, started + seconds) for client in pool))

@@ -53,6 +53,8 @@ class BenchConfig:
     # "local": the proxy's ASGI adapter under uvicorn[standard] (httptools, uvloop), as local runs;
     # "worker": shaped like the Functions Python worker (aoai_bench_proxy.serve_worker).
     proxy_server: ProxyShape = "local"
+    # The throughput phase's load generator (aoai_bench.rawload): "raw" (lean), or "httpx".
+    load_client: load.LoadClient = "raw"
 
 
 @dataclass
@@ -143,7 +145,12 @@ async def _throughput(
     for target in targets:
         before = cpu_snapshot(servers)
         result = await load.throughput(
-            urls[target], target, config.clients, config.seconds, config.timeout_s
+            urls[target],
+            target,
+            config.clients,
+            config.seconds,
+            config.timeout_s,
+            config.load_client,
         )
         cpu = cpu_delta(before, cpu_snapshot(servers))
         calls += result.phase.calls
