@@ -224,6 +224,7 @@ class _Connection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self._last_data = self.loop.time()  # the read timeout does not count our own pause
             self.transport.resume_reading()
 
     def done(self, *, reusable: bool) -> None:
