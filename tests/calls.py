@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from aoai_proxy.inbound import Call, describe_call, with_body
+from aoai_proxy.inbound import Call, add_body, describe_call
 from aoai_proxy.routes import RouteSpec
 
 
@@ -20,4 +20,5 @@ def parse_call(
     described = describe_call(
         spec=spec, method=method, path_params=path_params, query=query, headers=headers
     )
-    return with_body(described, body)
+    add_body(described, body)
+    return described

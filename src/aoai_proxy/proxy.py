@@ -27,10 +27,10 @@ from .errors import (
     UpstreamUnreachable,
     one_line,
 )
-from .inbound import Call, describe_call, read_body, with_body
+from .inbound import Call, add_body, describe_call, read_body
 from .inject import injected_body, injection_decision, rejects_stream_options, uninject
 from .origin import origin_target
-from .relay import RECORD_ID_HEADER, buffered, client_disconnect, streamed
+from .relay import RECORD_ID_HEADER, CancelOnDisconnect, buffered, streamed
 from .routes import UNROUTED, RouteSpec
 from .runtime import Runtime, RuntimeHolder
 from .upstream import UpstreamBodyError, UpstreamResponse
@@ -81,7 +81,7 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
             request.headers.get("content-length"),
             runtime.settings.max_request_bytes,
         )
-        meter.call = call = with_body(call, body)
+        add_body(call, body)  # the meter's call too
         return await _unless_client_leaves(request, forward(runtime, call, meter, emit))
     except ProxyError as exc:
         return _answer_with_error(runtime, meter, exc)
@@ -146,18 +146,9 @@ async def _unless_client_leaves(request: Request, work: Awaitable[_T]) -> _T:
     headers can take minutes with reasoning models). Once the response starts, the streaming
     response watches for the disconnect itself; in Azure the disconnect may never arrive, and
     then `work` simply runs to its end."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(client_disconnect(request.receive))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-    if task.cancelled():
-        raise ClientGone
-    return task.result()
+    with CancelOnDisconnect(request.receive):
+        return await work
+    raise ClientGone
 
 
 async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -> Response:

@@ -10,8 +10,10 @@ response is closed and the record is emitted exactly once, after the last byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
+from typing import Self
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -96,7 +98,7 @@ class RelayStreamingResponse(Response):
     One coroutine per stream reads a chunk, frames it, sends what is complete in one ASGI message
     and meters it: no async generator or task group in between (each was measurable per event).
     Like Starlette's StreamingResponse it stops at once when the client disconnects, watched by
-    one plain asyncio task.
+    one watcher task (CancelOnDisconnect).
     """
 
     def __init__(
@@ -115,22 +117,8 @@ class RelayStreamingResponse(Response):
         self._filter = event_filter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        relaying = asyncio.ensure_future(self._relay(send))
-        watcher = asyncio.ensure_future(client_disconnect(receive))
-        try:
-            await asyncio.wait({relaying, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not relaying.done():  # the client left (or we are being cancelled): stop now
-                relaying.cancel()
-                await asyncio.wait({relaying})
-            if not self._meter.finished:  # cancelled before the relay started
-                self._upstream.close()
-                self._meter.disconnected()
-                self._finish(self._meter)
-        error = None if relaying.cancelled() else relaying.exception()
-        if error is not None and not isinstance(error, OSError):  # OSError: could not write
-            raise error
+        with CancelOnDisconnect(receive), contextlib.suppress(OSError):  # OSError: could not write
+            await self._relay(send)
 
     async def _relay(self, send: Send) -> None:
         upstream, meter, event_filter = self._upstream, self._meter, self._filter
@@ -205,6 +193,38 @@ def _observe(meter: UsageMeter, events: Iterable[bytes], received_ms: float) -> 
         event = parse_event(raw)
         if event is not None:
             meter.observe_event(event, received_ms)
+
+
+class CancelOnDisconnect:
+    """Cancels the task that runs the `with` block once the client disconnects, and ends the block
+    quietly then (`left` tells). A cancellation from elsewhere (a server shutting down) goes on.
+
+    The work stays in the caller's task, with one watcher task beside it: a task of its own for the
+    work and an `asyncio.wait` on both cost more per call than the rest of the step.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.left = False
+
+    def __enter__(self) -> Self:
+        task = asyncio.current_task()
+        assert task is not None, "entered outside a task"
+        self._task = task
+        self._watcher = asyncio.ensure_future(self._watch())
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> bool:
+        self._watcher.cancel()
+        cancelled = kind is not None and issubclass(kind, asyncio.CancelledError)
+        return cancelled and self.left and self._task.uncancel() == 0
+
+    async def _watch(self) -> None:
+        await client_disconnect(self._receive)
+        self.left = True
+        self._task.cancel()
 
 
 async def client_disconnect(receive: Receive) -> None:
