@@ -13,9 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from .caller import verify_caller
 from .config import ConfigError
@@ -53,7 +55,7 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
         # No sink can be trusted with a bad configuration: the log line is the record.
         log.error("configuration error: %s", exc)
         return error_response(ServiceMisconfigured(str(exc)), record_id=None)
-    path_params, query = dict(request.path_params), request.url.query
+    path_params, query = dict(request.path_params), _query(request.scope)
     misconfigured: ProxyError | None = None
     if spec.upstream is not None:  # the origin's POST /api/aoaifn
         try:
@@ -165,6 +167,13 @@ async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -
         headers=request.headers.items(),
     )
     return _answer_with_error(runtime, _meter(runtime, call, now_ms(), datetime.now(UTC)), error)
+
+
+def _query(scope: Scope) -> str:
+    """The query string as Starlette's `request.url.query` gives it (urlsplit drops a fragment),
+    without building a URL object for the whole request first."""
+    query_string: bytes = scope.get("query_string", b"")
+    return urlsplit("?" + query_string.decode()).query
 
 
 async def _open(runtime: Runtime, call: Call, body: bytes, deadline: float) -> UpstreamResponse:
