@@ -14,6 +14,8 @@ from .errors import BadRequest, PayloadTooLarge, ProxyError
 from .paths import SEGMENT_SAFE, check_request_path, encode_path
 from .routes import Operation, RouteSpec
 
+RawHeaders = list[tuple[bytes, bytes]]
+
 # Headers APIM sets for us (infra/modules/apim policies); the record's caller context.
 CALLER_HEADERS = {
     "x-apim-request-id": "request_id",
@@ -24,50 +26,52 @@ CALLER_HEADERS = {
     "x-apim-client-ip": "client_ip",
 }
 
+_CALLER_HEADER_NAMES = [(header.encode(), key) for header, key in CALLER_HEADERS.items()]
+
 # Never forwarded upstream: hop-by-hop headers (RFC 9110 section 7.6.1), what the client recomputes,
 # the caller's credentials (upstream gets our Entra token only), and what the Functions front end
 # and APIM add about the inbound hop.
 _DROP_EXACT = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-        "accept-encoding",
-        "authorization",
-        "api-key",
-        "ocp-apim-subscription-key",
-        "x-functions-key",
-        "cookie",
-        "max-forwards",
-        "client-ip",
-        "disguised-host",
-        "was-default-hostname",
-        "x-site-deployment-id",
-        "x-appservice-proto",
-        "x-ms-invocation-id",
-        "forwarded",
-        "expect",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"accept-encoding",
+        b"authorization",
+        b"api-key",
+        b"ocp-apim-subscription-key",
+        b"x-functions-key",
+        b"cookie",
+        b"max-forwards",
+        b"client-ip",
+        b"disguised-host",
+        b"was-default-hostname",
+        b"x-site-deployment-id",
+        b"x-appservice-proto",
+        b"x-ms-invocation-id",
+        b"forwarded",
+        b"expect",
     }
 )
 # App Service built-in authentication (Entra mode) adds x-ms-client-principal, -id, -name, -idp and,
 # with a token store, x-ms-token-*: identity of the inbound hop, never forwarded
 # (learn.microsoft.com/azure/app-service/configure-authentication-user-identities).
 _DROP_PREFIXES = (
-    "x-apim-",
-    "x-forwarded-",
-    "x-arr-",
-    "x-original-",
-    "x-waws-",
-    "x-ms-client-principal",
-    "x-ms-token-",
+    b"x-apim-",
+    b"x-forwarded-",
+    b"x-arr-",
+    b"x-original-",
+    b"x-waws-",
+    b"x-ms-client-principal",
+    b"x-ms-token-",
 )
 # Arrays and objects nested deeper than this are refused with a 400 before parsing: Python's parser
 # recurses per level (a 5,000-level body was a RecursionError, a 500), and so does every later walk
@@ -102,7 +106,7 @@ class Call:
     body: bytes
     payload: dict[str, Any] | None  # the parsed JSON object on JSON routes
     stream: bool
-    forward_headers: list[tuple[bytes, bytes]]  # the wire bytes of the headers to forward
+    forward_headers: RawHeaders  # the wire bytes of the headers to forward
     caller: CallerContext
     is_v1: bool = field(default=False)
     # Why the call must not be forwarded (a path outside /openai/, a name Azure would refuse):
@@ -135,7 +139,7 @@ def describe_call(
     method: str,
     path_params: Mapping[str, str],
     query: str,
-    headers: Mapping[str, str] | list[tuple[str, str]],
+    headers: RawHeaders | Mapping[str, str],
     request_path: str | None = None,
 ) -> Call:
     """What is known before the body is read: enough for a record even if the body is rejected.
@@ -143,12 +147,18 @@ def describe_call(
     `request_path` is the whole path as the server decoded it (ASGI scope["path"]); it is checked
     as well as the route values, which a router may have cut short.
 
-    Header values arrive latin-1 decoded (ASGI/Starlette), so encoding them back as latin-1
-    forwards the caller's exact bytes, UTF-8 included.
+    `headers` are the request's as the ASGI server passed them: (name, value) wire bytes, which
+    are forwarded as they are, UTF-8 or not. Text names and values (latin-1 decoded, as Starlette
+    decodes them) stand for the same bytes.
     """
-    items = list(headers.items()) if isinstance(headers, Mapping) else headers
-    lowered = {name.lower(): value for name, value in items}
-    hop_by_hop = {token.strip().lower() for token in lowered.get("connection", "").split(",")}
+    raw = (
+        [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        if isinstance(headers, Mapping)
+        else headers
+    )
+    lowered = {name.lower(): value for name, value in raw}
+    connection = lowered.get(b"connection", b"").decode("latin-1")
+    hop_by_hop = {token.strip().lower().encode("latin-1") for token in connection.split(",")}
     # Route values come from the Functions host in Azure: match names case-insensitively and
     # treat a missing catch-all tail as empty, rather than fail on them.
     route_values = {name.lower(): str(value) for name, value in path_params.items()}
@@ -182,13 +192,13 @@ def describe_call(
         payload=None,
         stream=False,
         forward_headers=[
-            (name.encode("latin-1"), value.encode("latin-1"))
-            for name, value in items
-            if _forwardable(name.lower()) and name.lower() not in hop_by_hop
+            (name, value)
+            for name, value in raw
+            if _forwardable(lowered_name := name.lower()) and lowered_name not in hop_by_hop
         ],
         caller=CallerContext(
-            fields={key: lowered.get(header) or None for header, key in CALLER_HEADERS.items()},
-            traceparent=lowered.get("traceparent") or None,
+            fields={key: _text(lowered.get(header)) for header, key in _CALLER_HEADER_NAMES},
+            traceparent=_text(lowered.get(b"traceparent")),
         ),
         is_v1=path.startswith("/openai/v1/"),
         problem=problem,
@@ -266,7 +276,12 @@ def _nesting_depth(body: bytes) -> int:
     return deepest
 
 
-def _forwardable(name: str) -> bool:
+def _text(value: bytes | None) -> str | None:
+    """A header value as Starlette gives it (latin-1 decoded); None when absent or empty."""
+    return value.decode("latin-1") if value else None
+
+
+def _forwardable(name: bytes) -> bool:
     return name not in _DROP_EXACT and not name.startswith(_DROP_PREFIXES)
 
 

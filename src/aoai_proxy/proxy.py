@@ -67,7 +67,7 @@ async def handle(request: Request, spec: RouteSpec, holder: RuntimeHolder) -> Re
         method=request.method,
         path_params=path_params,
         query=query,
-        headers=request.headers.items(),
+        headers=request.headers.raw,
         request_path=request.scope.get("path"),
     )
     call.problem = misconfigured or call.problem
@@ -164,7 +164,7 @@ async def unrouted(request: Request, holder: RuntimeHolder, error: ProxyError) -
         method=request.method,
         path_params={"path": request.url.path.lstrip("/")},
         query=request.url.query,
-        headers=request.headers.items(),
+        headers=request.headers.raw,
     )
     return _answer_with_error(runtime, _meter(runtime, call, now_ms(), datetime.now(UTC)), error)
 
