@@ -62,6 +62,7 @@ class Response:
     __slots__ = (
         "_body",
         "_chunks",
+        "_closed",
         "_connection",
         "_eof",
         "_error",
@@ -90,6 +91,7 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._body: bytes | None = None
+        self._closed = False
 
     @property
     def is_event_stream(self) -> bool:
@@ -128,7 +130,10 @@ class Response:
         return self._body
 
     def close(self) -> None:
-        self._connection.done(reusable=self._eof and self._error is None)
+        """Idempotent: the connection goes back to the pool (or is closed) once."""
+        if not self._closed:
+            self._closed = True
+            self._connection.done(reusable=self._eof and self._error is None)
 
     # -- fed by the connection ---------------------------------------------------------------
 

@@ -125,6 +125,21 @@ async def test_sequential_calls_share_one_kept_alive_connection() -> None:
     assert server.connections == 1
 
 
+async def test_closing_a_response_twice_returns_its_connection_to_the_pool_once() -> None:
+    """The proxy closes an answer it read to check for a stream_options refusal, then again once
+    relayed: a connection pooled twice would carry two calls at once."""
+    async with serving(keep_answering(ok(b"1"), ok(b"2"), ok(b"3"))) as server:
+        pool = origin(server.url)
+        response = await pool.request(b"POST", request(), read_timeout=WAIT_S)
+        await response.read()
+        response.close()
+        response.close()
+        first, second = await asyncio.gather(fetch(pool), fetch(pool))
+        pool.close()
+    assert sorted([first[1], second[1]]) == [b"2", b"3"]
+    assert server.connections == 2  # the second concurrent call needed a connection of its own
+
+
 async def test_an_idle_connection_past_the_keepalive_window_is_not_reused() -> None:
     async with serving(keep_answering(ok(b"1"), ok(b"2"))) as server:
         pool = origin(server.url, keepalive_s=0.2)
