@@ -133,7 +133,9 @@ class Response:
         """Idempotent: the connection goes back to the pool (or is closed) once."""
         if not self._closed:
             self._closed = True
-            self._connection.done(reusable=self._eof and self._error is None)
+            # Paused (a reader fell behind): its socket would stay unread in the pool.
+            reusable = self._eof and self._error is None and not self._paused
+            self._connection.done(reusable=reusable)
 
     # -- fed by the connection ---------------------------------------------------------------
 
@@ -188,6 +190,8 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, request: bytes, *, head_only: bool, read_timeout: float) -> Response:
         assert self.transport is not None
+        if self.closed:
+            raise ResponseFailed("the connection closed before the request")
         self._head, self._head_bytes, self._head_size, self._response = [], 0, 0, None
         self._skip_body, self._until_close, self._keep_alive = head_only, False, False
         self._received = False
@@ -283,14 +287,20 @@ class _Connection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         response = self._response
-        if response is not None and self._until_close:
+        if response is not None and self._until_close and exc is None:
             response._end()
         else:
             self._fail(f"connection closed ({exc or 'by the server'})", timed_out=False)
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._response is not None:  # another answer on the same request: out of step
+            raise ResponseFailed("the upstream sent bytes after its answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._response is not None:
+            return  # a trailer field (after a chunked body): not part of the relayed head
         self._head.append((name, value))
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.origin.max_head_bytes:
@@ -305,6 +315,7 @@ class _Connection(asyncio.Protocol):
             self._head, self._head_size = [], 0
             return
         response = self._response = Response(self, status, self._head)
+        self._head = []
         self._keep_alive = self._parser.should_keep_alive()
         if self._skip_body:
             response._end()
@@ -361,7 +372,11 @@ class Origin:
         self.loop = asyncio.get_running_loop()
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.host_header = parts.netloc.rpartition("@")[2].encode("idna")
+        # The port only when it is not the scheme's (as browsers and aiohttp write Host).
+        netloc = parts.netloc.rpartition("@")[2]
+        if parts.port is not None and parts.port == (443 if parts.scheme == "https" else 80):
+            netloc = netloc.rpartition(":")[0]
+        self.host_header = netloc.encode("idna")
         self.path_prefix = parts.path.rstrip("/")
         self._ssl = (
             (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
@@ -427,27 +442,28 @@ class Origin:
             )
 
     async def _connect(self) -> _Connection:
-        addresses = await self._resolve()
+        """A new connection; the connect timeout bounds the lookup and every address tried."""
         error: OSError | None = None
-        for family, address in addresses:
-            try:
-                async with asyncio.timeout(self.connect_timeout):
-                    _, connection = await self.loop.create_connection(
-                        lambda: _Connection(self),
-                        address,
-                        self.port,
-                        family=family,
-                        ssl=self._ssl,
-                        server_hostname=self.host if self._ssl is not None else None,
-                    )
-                return connection
-            except TimeoutError:
-                raise ConnectTimedOut(
-                    f"{self.host}:{self.port} did not accept a connection within "
-                    f"{self.connect_timeout:g} s"
-                ) from None
-            except OSError as exc:  # ssl.SSLError included
-                error = exc
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                for family, address in await self._resolve():
+                    try:
+                        _, connection = await self.loop.create_connection(
+                            lambda: _Connection(self),
+                            address,
+                            self.port,
+                            family=family,
+                            ssl=self._ssl,
+                            server_hostname=self.host if self._ssl is not None else None,
+                        )
+                        return connection
+                    except OSError as exc:  # refused, unreachable, TLS (ssl.SSLError)
+                        error = exc
+        except TimeoutError:
+            raise ConnectTimedOut(
+                f"{self.host}:{self.port} did not accept a connection within "
+                f"{self.connect_timeout:g} s"
+            ) from None
         raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {error}") from error
 
     async def _resolve(self) -> list[tuple[socket.AddressFamily, str]]:
@@ -462,6 +478,8 @@ class Origin:
 
     def _resolved(self, resolving: asyncio.Future[list[tuple[socket.AddressFamily, str]]]) -> None:
         self._resolving = None
+        if not resolving.cancelled():
+            resolving.exception()  # retrieved: every waiter may have left (no "never retrieved")
 
     async def _lookup(self) -> list[tuple[socket.AddressFamily, str]]:
         try:
@@ -470,8 +488,11 @@ class Origin:
             )
         except OSError as exc:
             raise ConnectFailed(f"cannot resolve {self.host}: {exc}") from exc
-        addresses: list[tuple[socket.AddressFamily, str]] = list(
-            dict.fromkeys((info[0], str(info[4][0])) for info in infos)
+        # IPv4 first: Azure's outbound traffic (Functions included) is IPv4, and an IPv6 address
+        # tried first on a network that drops it would spend the whole connect timeout.
+        addresses: list[tuple[socket.AddressFamily, str]] = sorted(
+            dict.fromkeys((info[0], str(info[4][0])) for info in infos),
+            key=lambda family_address: family_address[0] != socket.AF_INET,
         )
         self._addresses, self._resolved_at = addresses, self.loop.time()
         return addresses

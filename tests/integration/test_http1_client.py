@@ -8,6 +8,8 @@ what the client does with exactly those bytes is what is checked."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -314,6 +316,106 @@ async def test_a_reader_that_falls_behind_pauses_the_socket_and_gets_every_byte(
         pool.close()
     assert paused
     assert received == body
+
+
+async def test_a_connection_paused_for_a_slow_reader_is_not_pooled() -> None:
+    body = b"x" * (400 * 1024)  # over the high-water mark: reading pauses until the reader drains
+
+    async def serve(server: Server, reader: asyncio.StreamReader, writer: Any) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    async with serving(serve) as server:
+        pool = origin(server.url)
+        response = await pool.request(b"GET", request(b"GET", b""), read_timeout=WAIT_S)
+        await asyncio.sleep(0.3)  # the whole body arrives; nobody reads it
+        response.close()  # e.g. the client left mid-relay
+        _, second = await fetch(pool, b"GET", read_timeout=2.0)
+        pool.close()
+    assert second == body
+    assert server.connections == 2
+
+
+async def test_bytes_after_the_answer_neither_join_its_head_nor_reach_the_next_call() -> None:
+    extra = b"HTTP/1.1 200 OK\r\nretry-after: 999\r\ncontent-length: 10\r\n\r\n0123"
+    async with serving(keep_answering(ok(b"hi") + extra, ok(b"next"))) as server:
+        pool = origin(server.url)
+        response, body = await fetch(pool)
+        _, following = await fetch(pool)
+        pool.close()
+    assert body == b"hi"
+    assert [name for name, _ in response.raw_headers] == [b"content-type", b"content-length"]
+    assert following == b"next"
+    assert server.connections == 2  # the out-of-step connection was not reused
+
+
+async def test_chunked_trailers_are_not_response_headers() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+        b"2\r\n{}\r\n0\r\nretry-after: 999\r\nx-ratelimit-remaining-tokens: 0\r\n\r\n"
+    )
+    async with serving(keep_answering(answer, ok(b"next"))) as server:
+        pool = origin(server.url)
+        response, body = await fetch(pool)
+        _, following = await fetch(pool)
+        pool.close()
+    assert (body, following) == (b"{}", b"next")
+    assert [name for name, _ in response.raw_headers] == [b"content-type", b"transfer-encoding"]
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("https://example.openai.azure.com:443/", b"example.openai.azure.com"),
+        ("https://example.openai.azure.com:8443", b"example.openai.azure.com:8443"),
+        ("http://127.0.0.1:80", b"127.0.0.1"),
+        ("http://[::1]:8080/prefix/", b"[::1]:8080"),
+    ],
+)
+async def test_the_host_header_names_the_port_only_when_it_is_not_the_schemes(
+    url: str, host: bytes
+) -> None:
+    assert origin(url).host_header == host
+
+
+async def test_ipv4_addresses_are_tried_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def lookup(*args: Any, **kwargs: Any) -> Any:
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", 443, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443)),
+        ]
+
+    monkeypatch.setattr(loop, "getaddrinfo", lookup)
+    assert await origin("https://example.openai.azure.com")._resolve() == [
+        (socket.AF_INET, "192.0.2.1"),
+        (socket.AF_INET6, "2001:db8::1"),
+    ]
+
+
+async def test_a_failed_lookup_nobody_waits_for_leaves_no_unretrieved_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.1)
+        raise OSError("name not resolved")
+
+    monkeypatch.setattr(loop, "getaddrinfo", failing)
+    pool = origin("https://example.openai.azure.com")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.02):  # the caller leaves before the lookup fails
+            await pool.request(b"GET", request(b"GET", b""), read_timeout=WAIT_S)
+    await asyncio.sleep(0.2)
+    gc.collect()
+    assert errors == []
 
 
 # -- failures ----------------------------------------------------------------------------------------
