@@ -517,3 +517,19 @@ async def test_https_checks_the_certificate_for_the_host_name(
             await fetch(untrusting)
     assert (first, second) == (b"secure", b"again")
     assert server.connections == 1  # kept alive for both; the refused handshake never got in
+
+
+async def test_a_lookup_that_hangs_is_bounded_by_the_connect_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def hanging(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(loop, "getaddrinfo", hanging)
+    pool = origin("https://example.openai.azure.com", connect_timeout=0.2)
+    started = loop.time()
+    with pytest.raises(ConnectTimedOut):
+        await pool.request(b"GET", request(b"GET", b""), read_timeout=WAIT_S)
+    assert loop.time() - started < 2
