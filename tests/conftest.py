@@ -20,7 +20,7 @@ from aoai_proxy.config import Settings
 from aoai_simulator import create_app as create_simulator_app
 
 # Fixtures kept in their own modules: serve_asgi, simulator, simulator_factory (loopback servers);
-# hub, memory_deadletter, azurite (usage delivery); recording_upstream (exact request bytes);
+# hub, memory_deadletter, azurite (usage delivery); recording_upstream, raw_proxy (exact request bytes);
 # identity_endpoint (managed identity); ingestion (the Logs Ingestion API).
 pytest_plugins = [
     "tests.loopback",

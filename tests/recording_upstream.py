@@ -14,8 +14,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from aoai_proxy.asgi import create_app as create_proxy_app
+from aoai_proxy.config import Settings
+
+if TYPE_CHECKING:
+    from tests.conftest import ProxyServer
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
@@ -192,4 +200,37 @@ def recording_upstream() -> Iterator[RecordingUpstream]:
     try:
         yield upstream
     finally:
+        upstream.stop()
+
+
+@pytest.fixture
+def raw_proxy(
+    serve_asgi: Callable[..., str], tmp_path: Path
+) -> Iterator[Callable[..., tuple[RecordingUpstream, ProxyServer]]]:
+    """Factory: `raw_proxy(respond, http=None, **settings) -> (upstream, proxy)`, the proxy in front
+    of a raw recording upstream (tests/recording_upstream.py) that answers with `respond`'s bytes;
+    `http` picks the proxy's server parser ("h11", "httptools")."""
+    upstreams: list[RecordingUpstream] = []
+
+    def make(
+        respond: Respond, http: str | None = None, **overrides: Any
+    ) -> tuple[RecordingUpstream, ProxyServer]:
+        upstream = RecordingUpstream(respond)
+        upstreams.append(upstream)
+        upstream.start()
+        settings = Settings(
+            openai_endpoint=upstream.base_url,
+            upstream_auth="none",
+            sink="jsonl",
+            usage_log_path=str(tmp_path / f"usage-{len(upstreams)}.jsonl"),
+            **overrides,
+        )
+        app = create_proxy_app(lambda: settings)
+        url = serve_asgi(app) if http is None else serve_asgi(app, http=http)
+        from tests.conftest import ProxyServer  # conftest loads this module as a plugin
+
+        return upstream, ProxyServer(url, settings)
+
+    yield make
+    for upstream in upstreams:
         upstream.stop()

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,9 +14,6 @@ import httpx
 import pytest
 from tests.conftest import ProxyServer
 from tests.recording_upstream import ReceivedRequest, RecordingUpstream
-
-from aoai_proxy.asgi import create_app as create_proxy_app
-from aoai_proxy.config import Settings
 
 CHAT = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2025-04-01-preview"
 WAIT_S = 10.0
@@ -44,25 +39,9 @@ async def _stream_stalls(received: ReceivedRequest, writer: asyncio.StreamWriter
 
 
 @pytest.fixture(params=["h11", "httptools"])
-def serve(request: pytest.FixtureRequest, serve_asgi: Callable[..., str], tmp_path: Path) -> Any:
-    upstreams: list[RecordingUpstream] = []
-
-    def make(respond: Any) -> tuple[RecordingUpstream, ProxyServer]:
-        upstream = RecordingUpstream(respond)
-        upstreams.append(upstream)
-        upstream.start()
-        settings = Settings(
-            openai_endpoint=upstream.base_url,
-            upstream_auth="none",
-            sink="jsonl",
-            usage_log_path=str(tmp_path / "usage.jsonl"),
-        )
-        url = serve_asgi(create_proxy_app(lambda: settings), http=request.param)
-        return upstream, ProxyServer(url, settings)
-
-    yield make
-    for upstream in upstreams:
-        upstream.stop()
+def serve(request: pytest.FixtureRequest, raw_proxy: Any) -> Any:
+    """`serve(respond) -> (upstream, proxy)`, the proxy under each of uvicorn's HTTP parsers."""
+    return lambda respond: raw_proxy(respond, http=request.param)
 
 
 def _leave_after_sending(

@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from tests.conftest import ProxyServer
 from tests.raw_http import RawResponse, exchange
-from tests.recording_upstream import ReceivedRequest, RecordingUpstream, Respond
-
-from aoai_proxy.asgi import create_app as create_proxy_app
-from aoai_proxy.config import Settings
+from tests.recording_upstream import ReceivedRequest, Respond
 
 API_VERSION = "2025-04-01-preview"
 CHAT = f"/openai/deployments/gpt-4o-mini/chat/completions?api-version={API_VERSION}"
 WAIT_S = 10.0
-
-
-@pytest.fixture
-def raw_proxy(
-    serve_asgi: Callable[..., str], tmp_path: Path
-) -> Iterator[Callable[..., tuple[RecordingUpstream, ProxyServer]]]:
-    """Factory: `raw_proxy(respond, **settings) -> (upstream, proxy)`."""
-    upstreams: list[RecordingUpstream] = []
-
-    def make(respond: Respond, **overrides: Any) -> tuple[RecordingUpstream, ProxyServer]:
-        upstream = RecordingUpstream(respond)
-        upstreams.append(upstream)
-        upstream.start()
-        settings = Settings(
-            openai_endpoint=upstream.base_url,
-            upstream_auth="none",
-            sink="jsonl",
-            usage_log_path=str(tmp_path / f"usage-{len(upstreams)}.jsonl"),
-            **overrides,
-        )
-        return upstream, ProxyServer(serve_asgi(create_proxy_app(lambda: settings)), settings)
-
-    yield make
-    for upstream in upstreams:
-        upstream.stop()
 
 
 def http_response(status: bytes, headers: list[bytes], body: bytes) -> bytes:
